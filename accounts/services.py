@@ -1,0 +1,137 @@
+"""Writes for workspaces, memberships and API tokens. Each takes an actor and audits itself."""
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.db import transaction
+from django.forms.models import model_to_dict
+from django.utils import timezone
+
+from audit.actors import Actor
+from audit.services import audit_record
+
+from .exceptions import PermissionDenied
+from .models import ApiToken, Membership, Workspace
+from .roles import Perm
+from .selectors import user_may
+
+TOKEN_PREFIX = "rp"
+# Last-used time is informational; writing it on every request would make reads write.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def require_perm(actor: Actor, perm: str, workspace_id: int) -> None:
+    """Refuse unless the actor's role in the workspace allows `perm` (workers and system pass)."""
+    if actor.kind in ("worker", "system"):
+        return
+    if not user_may(actor.user, perm, workspace_id):
+        raise PermissionDenied(f"You are not allowed to {Perm(perm).label.lower()} in this workspace.")
+
+
+def snapshot(instance, *, exclude: tuple[str, ...] = ()) -> dict:
+    """The fields of a model instance as plain data, for audit before/after."""
+    return model_to_dict(instance, exclude=list(exclude))
+
+
+@transaction.atomic
+def workspace_create(*, actor: Actor, **fields) -> Workspace:
+    workspace = Workspace(**fields)
+    workspace.full_clean()
+    workspace.save()
+    audit_record(actor=actor, action="workspace.create", subject=workspace, after=snapshot(workspace),
+                 workspace_id=workspace.pk)
+    return workspace
+
+
+@transaction.atomic
+def workspace_update(*, actor: Actor, workspace: Workspace, reason: str = "", **fields) -> Workspace:
+    require_perm(actor, Perm.MANAGE_WORKSPACE, workspace.pk)
+    workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
+    before = snapshot(workspace)
+    for name, value in fields.items():
+        setattr(workspace, name, value)
+    workspace.full_clean()
+    workspace.save()
+    audit_record(actor=actor, action="workspace.update", subject=workspace, before=before,
+                 after=snapshot(workspace), reason=reason, workspace_id=workspace.pk)
+    return workspace
+
+
+@transaction.atomic
+def membership_create(*, actor: Actor, workspace: Workspace, user, role: str, **fields) -> Membership:
+    require_perm(actor, Perm.MANAGE_MEMBERS, workspace.pk)
+    membership = Membership(workspace=workspace, user=user, role=role, **fields)
+    membership.full_clean()
+    membership.save()
+    audit_record(actor=actor, action="membership.create", subject=membership, after=snapshot(membership))
+    return membership
+
+
+@transaction.atomic
+def membership_update(*, actor: Actor, membership: Membership, reason: str = "", **fields) -> Membership:
+    require_perm(actor, Perm.MANAGE_MEMBERS, membership.workspace_id)
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    before = snapshot(membership)
+    for name, value in fields.items():
+        setattr(membership, name, value)
+    membership.full_clean()
+    membership.save()
+    audit_record(actor=actor, action="membership.update", subject=membership, before=before,
+                 after=snapshot(membership), reason=reason)
+    return membership
+
+
+@transaction.atomic
+def membership_delete(*, actor: Actor, membership: Membership, reason: str = "") -> None:
+    require_perm(actor, Perm.MANAGE_MEMBERS, membership.workspace_id)
+    audit_record(actor=actor, action="membership.delete", subject=membership, before=snapshot(membership),
+                 reason=reason)
+    membership.delete()
+
+
+def hash_token_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_token_create(*, actor: Actor, workspace: Workspace, user, name: str) -> tuple[ApiToken, str]:
+    """Returns the token and its raw key; the key is never stored and cannot be shown again."""
+    require_perm(actor, Perm.MANAGE_MEMBERS, workspace.pk)
+    if not Membership.objects.filter(user=user, workspace=workspace).exists():
+        raise PermissionDenied("A token can only be issued to a member of the workspace.")
+    prefix = secrets.token_hex(4)
+    raw_key = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    token = ApiToken.objects.create(
+        workspace=workspace, user=user, name=name, prefix=prefix, key_hash=hash_token_key(raw_key)
+    )
+    audit_record(actor=actor, action="api_token.create", subject=token,
+                 after={"name": name, "prefix": prefix, "user": user.pk})
+    return token, raw_key
+
+
+@transaction.atomic
+def api_token_revoke(*, actor: Actor, token: ApiToken, reason: str = "") -> ApiToken:
+    require_perm(actor, Perm.MANAGE_MEMBERS, token.workspace_id)
+    token = ApiToken.objects.select_for_update().get(pk=token.pk)
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit_record(actor=actor, action="api_token.revoke", subject=token, reason=reason,
+                     after={"revoked_at": token.revoked_at})
+    return token
+
+
+def api_token_authenticate(raw_key: str) -> ApiToken | None:
+    token = (
+        ApiToken.objects.select_related("user", "workspace")
+        .filter(key_hash=hash_token_key(raw_key), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token

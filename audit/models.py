@@ -1,0 +1,77 @@
+import hashlib
+import json
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+
+
+class AuditEventQuerySet(models.QuerySet):
+    # Append-only: bulk paths that would rewrite history are refused at the ORM level too.
+    def update(self, **kwargs):
+        raise PermissionError("audit events are append-only")
+
+    def delete(self):
+        raise PermissionError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """One thing that happened, chained by hash to the event before it."""
+
+    class ActorKind(models.TextChoices):
+        USER = "user", "User"
+        TOKEN = "token", "API token"
+        WORKER = "worker", "Worker"
+        SYSTEM = "system", "System"
+
+    created_at = models.DateTimeField(db_index=True)
+    workspace_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    actor_kind = models.CharField(max_length=8, choices=ActorKind.choices)
+    actor_label = models.CharField(max_length=150)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=64, db_index=True)
+    subject_type = models.CharField(max_length=64)
+    subject_id = models.CharField(max_length=64)
+    subject_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    after = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    reason = models.TextField(blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["subject_type", "subject_id"])]
+
+    def __str__(self):
+        return f"#{self.pk} {self.action} {self.subject_type}:{self.subject_id} by {self.actor_label}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("audit events are append-only")
+
+    def compute_hash(self) -> str:
+        payload = {
+            "prev": self.prev_hash,
+            "created_at": self.created_at.isoformat(),
+            "workspace_id": self.workspace_id,
+            "actor": [self.actor_kind, self.actor_label, self.actor_user_id],
+            "action": self.action,
+            "subject": [self.subject_type, str(self.subject_id)],
+            "before": self.before,
+            "after": self.after,
+            "reason": self.reason,
+            "request_id": self.request_id,
+        }
+        # Round-trip through JSON so the hash is of what the database stores, not of Python types.
+        canonical = json.dumps(json.loads(json.dumps(payload, cls=DjangoJSONEncoder)), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,207 @@
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from accounts.models import Workspace
+
+_MONEY = {"max_digits": 14, "decimal_places": 4}
+_NON_NEGATIVE = [MinValueValidator(Decimal("0"))]
+
+
+class Channel(models.TextChoices):
+    SEARCH = "search", "Search"
+    SOCIAL = "social", "Social"
+    DISPLAY = "display", "Display"
+    VIDEO = "video", "Video"
+    SHOPPING = "shopping", "Shopping"
+
+
+class DeliveryStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    PAUSED = "paused", "Paused"
+    ARCHIVED = "archived", "Archived"
+
+
+class Campaign(models.Model):
+    class Objective(models.TextChoices):
+        CONVERSIONS = "conversions", "Conversions"
+        REVENUE = "revenue", "Revenue"
+        TRAFFIC = "traffic", "Traffic"
+        AWARENESS = "awareness", "Awareness"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="campaigns")
+    name = models.CharField(max_length=150)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    objective = models.CharField(max_length=16, choices=Objective.choices, default=Objective.CONVERSIONS)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.ACTIVE)
+    daily_budget = models.DecimalField(**_MONEY, validators=_NON_NEGATIVE)
+    start_date = models.DateField()
+    end_date = models.DateField(null=True, blank=True)
+    external_id = models.CharField(max_length=100, blank=True, help_text="Id on the ad platform.")
+    # Freshness: when metrics last arrived and the newest bucket they covered.
+    metrics_received_at = models.DateTimeField(null=True, blank=True)
+    metrics_latest_bucket = models.DateTimeField(null=True, blank=True)
+    data_quality_flag = models.CharField(
+        max_length=200, blank=True, help_text="Set by a data-quality check; rules skip flagged data."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["workspace", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="campaign_name_unique_in_workspace"),
+            models.UniqueConstraint(
+                fields=["workspace", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="campaign_external_id_unique_in_workspace",
+            ),
+            models.CheckConstraint(condition=models.Q(daily_budget__gte=0), name="campaign_budget_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(end_date__isnull=True) | models.Q(end_date__gte=models.F("start_date")),
+                name="campaign_end_after_start",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Segment(models.Model):
+    """A micro-segment (ad set): who it targets, what it bids and spends, and its bounds."""
+
+    CRITERIA_KEYS = ("device", "source", "geo", "intent", "audience", "daypart")
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="segments")
+    name = models.CharField(max_length=150)
+    criteria = models.JSONField(
+        default=dict, blank=True, help_text='Attributes it targets, e.g. {"device": "mobile", "geo": "FR"}.'
+    )
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.ACTIVE)
+    bid = models.DecimalField(**_MONEY, validators=_NON_NEGATIVE)
+    daily_budget = models.DecimalField(**_MONEY, validators=_NON_NEGATIVE)
+    bid_floor = models.DecimalField(**_MONEY, default=Decimal("0"), validators=_NON_NEGATIVE)
+    bid_ceiling = models.DecimalField(**_MONEY, validators=_NON_NEGATIVE)
+    budget_floor = models.DecimalField(**_MONEY, default=Decimal("0"), validators=_NON_NEGATIVE)
+    budget_ceiling = models.DecimalField(**_MONEY, validators=_NON_NEGATIVE)
+    external_id = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["campaign", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "name"], name="segment_name_unique_in_campaign"),
+            models.CheckConstraint(
+                condition=models.Q(bid_floor__lte=models.F("bid"), bid__lte=models.F("bid_ceiling")),
+                name="segment_bid_within_bounds",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    budget_floor__lte=models.F("daily_budget"), daily_budget__lte=models.F("budget_ceiling")
+                ),
+                name="segment_budget_within_bounds",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.campaign} / {self.name}"
+
+    @property
+    def workspace_id(self) -> int:
+        return self.campaign.workspace_id
+
+
+class Creative(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="creatives")
+    name = models.CharField(max_length=150)
+    headline = models.CharField(max_length=200)
+    call_to_action = models.CharField(max_length=60, blank=True)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.ACTIVE)
+    rotation_order = models.PositiveIntegerField(default=0, help_text="Lower serves first when rotating.")
+    external_id = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["campaign", "rotation_order", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "name"], name="creative_name_unique_in_campaign"),
+        ]
+
+    def __str__(self):
+        return f"{self.campaign} / {self.name}"
+
+    @property
+    def workspace_id(self) -> int:
+        return self.campaign.workspace_id
+
+
+COUNTER_FIELDS = (
+    "impressions",
+    "clicks",
+    "conversions",
+    "micro_conversions",
+    "sessions",
+    "engaged_seconds",
+    "bounces",
+    "video_starts",
+    "video_completions",
+)
+MONEY_FIELDS = ("revenue", "spend")
+
+
+class MetricFact(models.Model):
+    """Counters of one segment (and optionally creative and experiment variant) in one time bucket.
+
+    `creative_key` is the creative's id or 0: a nullable column cannot take part in a
+    portable unique key (NULLs never conflict), and the upsert relies on that key.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="metric_facts")
+    creative = models.ForeignKey(Creative, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    creative_key = models.BigIntegerField(default=0)
+    variant = models.CharField(max_length=64, blank=True, default="", help_text="Experiment variant key.")
+    bucket_start = models.DateTimeField()
+    impressions = models.BigIntegerField(default=0)
+    clicks = models.BigIntegerField(default=0)
+    conversions = models.BigIntegerField(default=0)
+    micro_conversions = models.BigIntegerField(default=0)
+    sessions = models.BigIntegerField(default=0)
+    engaged_seconds = models.BigIntegerField(default=0)
+    bounces = models.BigIntegerField(default=0)
+    video_starts = models.BigIntegerField(default=0)
+    video_completions = models.BigIntegerField(default=0)
+    revenue = models.DecimalField(**_MONEY, default=Decimal("0"))
+    spend = models.DecimalField(**_MONEY, default=Decimal("0"))
+    ingested_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["bucket_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["segment", "creative_key", "variant", "bucket_start"], name="metric_fact_unique_key"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(clicks__lte=models.F("impressions")), name="metric_fact_clicks_le_impressions"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    impressions__gte=0, clicks__gte=0, conversions__gte=0, micro_conversions__gte=0,
+                    sessions__gte=0, engaged_seconds__gte=0, bounces__gte=0, video_starts__gte=0,
+                    video_completions__gte=0, revenue__gte=0, spend__gte=0,
+                ),
+                name="metric_fact_counters_non_negative",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["workspace", "bucket_start"]),
+            models.Index(fields=["campaign", "bucket_start"]),
+            models.Index(fields=["segment", "bucket_start"]),
+        ]
+
+    def __str__(self):
+        return f"{self.segment_id} @ {self.bucket_start:%Y-%m-%d %H:%M}"

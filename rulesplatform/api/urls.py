@@ -1,0 +1,8 @@
+"""Every /api/v1/ route, gathered from the apps' routers."""
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+    path("", include("campaigns.urls")),
+]
