@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "campaigns",
     "rules",
     "experiments",
+    # Last: its management commands (demo, run_platform) may import every app.
+    "rulesplatform",
 ]
 
 MIDDLEWARE = [
