@@ -1,36 +1,46 @@
-"""The base of every admin page: querysets and permissions from workspace roles, not Django perms."""
+"""The base of every admin page: querysets and permissions from workspace roles, not Django perms.
 
-from django.contrib import admin
+A row is visible when the user's membership in its workspace allows both `view_perm` and
+Perm.USE_ADMIN, so an integrator membership never surfaces in the admin, even for a user who is
+a marketer elsewhere. Superusers see and do everything (they are the platform's operators).
+"""
 
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+
+from audit.actors import Actor
+
+from .exceptions import ApplicationError
 from .roles import Perm
-from .scoping import scope_queryset, workspace_id_of
-from .selectors import user_may, workspace_ids_for
+from .scoping import workspace_id_of
+from .selectors import admin_workspace_ids
 
 
 class WorkspaceScopedAdmin(admin.ModelAdmin):
     workspace_lookup = "workspace"
+    view_perm = Perm.VIEW
     edit_perm = Perm.EDIT_CAMPAIGNS
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)
         if request.user.is_superuser:
             return qs
-        return scope_queryset(qs, user=request.user, workspace_lookup=self.workspace_lookup)
+        ids = admin_workspace_ids(request.user, self.view_perm)
+        return qs.filter(**{f"{self.workspace_lookup}__in": ids})
 
     def _may(self, request, perm, obj=None) -> bool:
         if request.user.is_superuser:
             return True
-        if not user_may_any(request.user, Perm.USE_ADMIN):
-            return False
+        ids = admin_workspace_ids(request.user, perm)
         if obj is None:
-            return bool(workspace_ids_for(request.user, perm))
-        return user_may(request.user, perm, workspace_id_of(obj, self.workspace_lookup))
+            return bool(ids)
+        return workspace_id_of(obj, self.workspace_lookup) in ids
 
     def has_module_permission(self, request):
-        return self._may(request, Perm.VIEW)
+        return self._may(request, self.view_perm)
 
     def has_view_permission(self, request, obj=None):
-        return self._may(request, Perm.VIEW, obj)
+        return self._may(request, self.view_perm, obj)
 
     def has_add_permission(self, request):
         return self._may(request, self.edit_perm)
@@ -46,14 +56,33 @@ class WorkspaceScopedAdmin(admin.ModelAdmin):
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
         lookup = _WORKSPACE_LOOKUPS.get(db_field.related_model._meta.label)
         if lookup is not None and field is not None and not request.user.is_superuser:
-            field.queryset = scope_queryset(
-                field.queryset, user=request.user, workspace_lookup=lookup, perm=self.edit_perm
-            )
+            ids = admin_workspace_ids(request.user, self.edit_perm)
+            field.queryset = field.queryset.filter(**{f"{lookup}__in": ids})
         return field
 
+    # A service's refusal (a domain error: not allowed, conflict, invalid state) reaches the person as
+    # a message on the page they came from, not as a server error. The admin's own transaction has
+    # rolled back by the time it is caught here.
+    def changeform_view(self, request, *args, **kwargs):
+        return self._refusals_as_messages(request, super().changeform_view, *args, **kwargs)
 
-def user_may_any(user, perm) -> bool:
-    return bool(workspace_ids_for(user, perm))
+    def delete_view(self, request, *args, **kwargs):
+        return self._refusals_as_messages(request, super().delete_view, *args, **kwargs)
+
+    def changelist_view(self, request, *args, **kwargs):
+        return self._refusals_as_messages(request, super().changelist_view, *args, **kwargs)
+
+    def _refusals_as_messages(self, request, view, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except ApplicationError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    @staticmethod
+    def actor(request) -> Actor:
+        """Who the services record for an admin action."""
+        return Actor.for_user(request.user)
 
 
 # Related models reachable from admin pickers, with their path to the workspace.

@@ -2,8 +2,10 @@
 
 from rest_framework import permissions
 
+from audit.actors import Actor
+
 from .roles import Perm
-from .scoping import workspace_id_of
+from .scoping import scope_queryset, workspace_id_of
 from .selectors import user_may
 
 
@@ -24,3 +26,15 @@ def token_of(request):
     from .models import ApiToken
 
     return request.auth if isinstance(request.auth, ApiToken) else None
+
+
+def request_actor(request) -> Actor:
+    """The actor services record for an API request: the token when one authenticated it."""
+    token = token_of(request)
+    return Actor.for_token(token) if token is not None else Actor.for_user(request.user)
+
+
+def scope_to_caller(queryset, request, *, workspace_lookup: str = "workspace", perm: str = Perm.VIEW):
+    """`scope_queryset` for an API request: the caller's workspaces, narrowed to its token's."""
+    return scope_queryset(queryset, user=request.user, workspace_lookup=workspace_lookup, perm=perm,
+                          token=token_of(request))

@@ -11,9 +11,9 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.services import audit_record
 
-from .exceptions import PermissionDenied
+from .exceptions import Conflict, PermissionDenied
 from .models import ApiToken, Membership, Workspace
-from .roles import Perm
+from .roles import Perm, Role
 from .selectors import user_may
 
 TOKEN_PREFIX = "rp"
@@ -22,11 +22,26 @@ _LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def require_perm(actor: Actor, perm: str, workspace_id: int) -> None:
-    """Refuse unless the actor's role in the workspace allows `perm` (workers and system pass)."""
-    if actor.kind in ("worker", "system"):
-        return
-    if not user_may(actor.user, perm, workspace_id):
+    """Refuse unless the actor's role in the workspace allows `perm`.
+
+    Workers and the system pass; superusers pass as people (as they do in the admin), but
+    never through a token: a token acts only inside its own workspace, with its user's role.
+    """
+    if not actor_may(actor, perm, workspace_id):
         raise PermissionDenied(f"You are not allowed to {Perm(perm).label.lower()} in this workspace.")
+
+
+def actor_may(actor: Actor, perm: str, workspace_id: int) -> bool:
+    if actor.kind in ("worker", "system"):
+        return True
+    if actor.kind == "token":
+        token = ApiToken(pk=actor.token_id, workspace_id=_token_workspace_id(actor.token_id))
+        return user_may(actor.user, perm, workspace_id, token=token)
+    return actor.user.is_superuser or user_may(actor.user, perm, workspace_id)
+
+
+def _token_workspace_id(token_id: int | None) -> int | None:
+    return ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).values_list("workspace_id", flat=True).first()
 
 
 def snapshot(instance, *, exclude: tuple[str, ...] = ()) -> dict:
@@ -35,12 +50,17 @@ def snapshot(instance, *, exclude: tuple[str, ...] = ()) -> dict:
 
 
 @transaction.atomic
-def workspace_create(*, actor: Actor, **fields) -> Workspace:
+def workspace_create(*, actor: Actor, owner=None, **fields) -> Workspace:
+    """A new advertiser account. People need to be superusers; `owner` becomes its first admin."""
+    if actor.kind not in ("worker", "system") and not (actor.kind == "user" and actor.user.is_superuser):
+        raise PermissionDenied("Only platform operators (superusers) create workspaces.")
     workspace = Workspace(**fields)
     workspace.full_clean()
     workspace.save()
     audit_record(actor=actor, action="workspace.create", subject=workspace, after=snapshot(workspace),
                  workspace_id=workspace.pk)
+    if owner is not None:
+        _membership_add(actor=actor, workspace=workspace, user=owner, role=Role.ADMIN)
     return workspace
 
 
@@ -61,6 +81,10 @@ def workspace_update(*, actor: Actor, workspace: Workspace, reason: str = "", **
 @transaction.atomic
 def membership_create(*, actor: Actor, workspace: Workspace, user, role: str, **fields) -> Membership:
     require_perm(actor, Perm.MANAGE_MEMBERS, workspace.pk)
+    return _membership_add(actor=actor, workspace=workspace, user=user, role=role, **fields)
+
+
+def _membership_add(*, actor: Actor, workspace: Workspace, user, role: str, **fields) -> Membership:
     membership = Membership(workspace=workspace, user=user, role=role, **fields)
     membership.full_clean()
     membership.save()
@@ -76,6 +100,8 @@ def membership_update(*, actor: Actor, membership: Membership, reason: str = "",
     for name, value in fields.items():
         setattr(membership, name, value)
     membership.full_clean()
+    if before["role"] == Role.ADMIN and membership.role != Role.ADMIN:
+        _keep_an_admin(membership)
     membership.save()
     audit_record(actor=actor, action="membership.update", subject=membership, before=before,
                  after=snapshot(membership), reason=reason)
@@ -85,9 +111,24 @@ def membership_update(*, actor: Actor, membership: Membership, reason: str = "",
 @transaction.atomic
 def membership_delete(*, actor: Actor, membership: Membership, reason: str = "") -> None:
     require_perm(actor, Perm.MANAGE_MEMBERS, membership.workspace_id)
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    if membership.role == Role.ADMIN:
+        _keep_an_admin(membership)
     audit_record(actor=actor, action="membership.delete", subject=membership, before=snapshot(membership),
                  reason=reason)
     membership.delete()
+
+
+def _keep_an_admin(leaving: Membership) -> None:
+    # Locking the other admins' rows makes two admins demoting each other at once serialise,
+    # so the workspace cannot end up with nobody able to manage it.
+    others = (
+        Membership.objects.select_for_update()
+        .filter(workspace_id=leaving.workspace_id, role=Role.ADMIN)
+        .exclude(pk=leaving.pk)
+    )
+    if not list(others):
+        raise Conflict("A workspace keeps at least one admin: appoint another admin first.")
 
 
 def hash_token_key(raw_key: str) -> str:
@@ -97,14 +138,17 @@ def hash_token_key(raw_key: str) -> str:
 @transaction.atomic
 def api_token_create(*, actor: Actor, workspace: Workspace, user, name: str) -> tuple[ApiToken, str]:
     """Returns the token and its raw key; the key is never stored and cannot be shown again."""
+    if actor.kind == "token":
+        # A leaked token must not be able to mint credentials that outlive its revocation.
+        raise PermissionDenied("API tokens are issued by a signed-in person, not by another token.")
     require_perm(actor, Perm.MANAGE_MEMBERS, workspace.pk)
     if not Membership.objects.filter(user=user, workspace=workspace).exists():
         raise PermissionDenied("A token can only be issued to a member of the workspace.")
     prefix = secrets.token_hex(4)
     raw_key = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    token = ApiToken.objects.create(
-        workspace=workspace, user=user, name=name, prefix=prefix, key_hash=hash_token_key(raw_key)
-    )
+    token = ApiToken(workspace=workspace, user=user, name=name, prefix=prefix, key_hash=hash_token_key(raw_key))
+    token.full_clean()
+    token.save()
     audit_record(actor=actor, action="api_token.create", subject=token,
                  after={"name": name, "prefix": prefix, "user": user.pk})
     return token, raw_key
@@ -112,7 +156,9 @@ def api_token_create(*, actor: Actor, workspace: Workspace, user, name: str) -> 
 
 @transaction.atomic
 def api_token_revoke(*, actor: Actor, token: ApiToken, reason: str = "") -> ApiToken:
-    require_perm(actor, Perm.MANAGE_MEMBERS, token.workspace_id)
+    """Workspace admins revoke any token of the workspace; anyone may revoke their own."""
+    if not (actor.user_id == token.user_id and actor.kind in ("user", "token")):
+        require_perm(actor, Perm.MANAGE_MEMBERS, token.workspace_id)
     token = ApiToken.objects.select_for_update().get(pk=token.pk)
     if token.revoked_at is None:
         token.revoked_at = timezone.now()

@@ -1,4 +1,14 @@
-from rest_framework.routers import DefaultRouter
+from django.urls import path
+from rest_framework.routers import SimpleRouter
 
-router = DefaultRouter(trailing_slash=True)
-urlpatterns = router.urls
+from .apis import ApiTokenViewSet, MembershipViewSet, MeView, WorkspaceViewSet
+
+router = SimpleRouter(trailing_slash=True)
+router.register("workspaces", WorkspaceViewSet, basename="workspace")
+router.register("memberships", MembershipViewSet, basename="membership")
+router.register("tokens", ApiTokenViewSet, basename="api-token")
+
+urlpatterns = [
+    path("me/", MeView.as_view(), name="me"),
+    *router.urls,
+]

@@ -5,4 +5,6 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("campaigns.urls")),
+    path("", include("rules.urls")),
+    path("", include("rulesplatform.audit_api")),
 ]
