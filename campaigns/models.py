@@ -205,3 +205,43 @@ class MetricFact(models.Model):
 
     def __str__(self):
         return f"{self.segment_id} @ {self.bucket_start:%Y-%m-%d %H:%M}"
+
+
+class IngestionBatch(models.Model):
+    """One accepted batch of metric facts: its outcome, and the idempotency key that guards replays.
+
+    A key is bound to the fingerprint (SHA-256) of the payload it first came with: the same
+    key with the same payload replays the stored outcome, with another payload it is refused.
+    Batches sent without a key are recorded too, as the ingestion log.
+    """
+
+    class Source(models.TextChoices):
+        ROWS = "rows", "Rows (API or code)"
+        CSV = "csv", "CSV file"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the payload.")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    actor_label = models.CharField(max_length=150)
+    rows_received = models.PositiveIntegerField()
+    rows_created = models.PositiveIntegerField()
+    rows_updated = models.PositiveIntegerField()
+    campaign_ids = models.JSONField(default=list)
+    bucket_min = models.DateTimeField()
+    bucket_max = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ingestion batches"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="ingestion_batch_key_unique_in_workspace",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Batch #{self.pk}: {self.rows_received} rows ({self.get_source_display()})"
