@@ -28,8 +28,11 @@ class AuditEvent(models.Model):
     workspace_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     actor_kind = models.CharField(max_length=8, choices=ActorKind.choices)
     actor_label = models.CharField(max_length=150)
+    # No database constraint and no SET_NULL: deleting a user must not rewrite (and so break)
+    # the events they caused; `actor_label` keeps their name.
     actor_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+        related_name="+",
     )
     action = models.CharField(max_length=64, db_index=True)
     subject_type = models.CharField(max_length=64)
@@ -66,7 +69,7 @@ class AuditEvent(models.Model):
             "workspace_id": self.workspace_id,
             "actor": [self.actor_kind, self.actor_label, self.actor_user_id],
             "action": self.action,
-            "subject": [self.subject_type, str(self.subject_id)],
+            "subject": [self.subject_type, str(self.subject_id), self.subject_repr],
             "before": self.before,
             "after": self.after,
             "reason": self.reason,
@@ -75,3 +78,21 @@ class AuditEvent(models.Model):
         # Round-trip through JSON so the hash is of what the database stores, not of Python types.
         canonical = json.dumps(json.loads(json.dumps(payload, cls=DjangoJSONEncoder)), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class VersionAudit(models.Model):
+    """Revision meta (django-reversion): ties a saved revision to the audit event that recorded it.
+
+    Through it every version carries its actor (user, API token or worker), reason, time and
+    workspace, even when no Django user was involved. A restore records two events (the edit
+    and the restore itself) into one revision, hence a foreign key rather than a one-to-one.
+    """
+
+    revision = models.ForeignKey("reversion.Revision", on_delete=models.CASCADE, related_name="audit_links")
+    event = models.OneToOneField(AuditEvent, on_delete=models.PROTECT, related_name="version_link")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"revision {self.revision_id} <- event {self.event_id}"

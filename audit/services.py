@@ -2,12 +2,14 @@
 
 from typing import Any
 
+import reversion
 from django.db import connection, transaction
 from django.utils import timezone
 
 from .actors import Actor
 from .context import current_request_id
-from .models import AuditEvent
+from .models import AuditEvent, VersionAudit
+from .registry import versioned_entry
 
 GENESIS_HASH = "0" * 64
 # Any constant works: it names the lock that serialises appends to the hash chain.
@@ -54,4 +56,25 @@ def audit_record(
     )
     event.hash = event.compute_hash()
     event.save()
+    _record_version(event, subject, actor)
     return event
+
+
+def _record_version(event: AuditEvent, subject: Any, actor: Actor) -> None:
+    """Save a django-reversion version of a versioned subject, in the transaction of the action.
+
+    The version is of what the database now holds (re-read, with followed children such as
+    a rule's triggers), not of the caller's in-memory copy, which may carry stale prefetches.
+    Nested inside an outer revision (a restore), it joins that revision instead.
+    """
+    if versioned_entry(type(subject)) is None:
+        return
+    stored = type(subject)._base_manager.filter(pk=subject.pk).first()
+    if stored is None:
+        return
+    with reversion.create_revision(manage_manually=True):
+        reversion.set_user(actor.user if actor.user_id else None)
+        reversion.set_comment(event.reason or event.action)
+        reversion.set_date_created(event.created_at)
+        reversion.add_to_revision(stored)
+        reversion.add_meta(VersionAudit, event=event)
