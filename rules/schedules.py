@@ -1,0 +1,25 @@
+"""The periodic tasks of the rules app, kept in the database (django-celery-beat).
+
+They are created once, after migrations, and never overwritten: an operator may change a
+schedule or disable a task in the admin (Periodic tasks), and the change sticks.
+"""
+
+from django.db import connections
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+BEAT_TASKS = (
+    # (name shown in the admin, task, every N minutes)
+    ("Rules: evaluate due rules", "rules.tasks.evaluate_due_rules", 1),
+)
+
+
+def ensure_beat_schedule(*, using: str = "default", **kwargs) -> None:
+    """post_migrate receiver: create the periodic tasks that do not exist yet."""
+    if PeriodicTask._meta.db_table not in connections[using].introspection.table_names():
+        return  # a partial migrate that stopped before django_celery_beat's tables
+    for name, task, minutes in BEAT_TASKS:
+        if PeriodicTask.objects.using(using).filter(name=name).exists():
+            continue
+        every = (IntervalSchedule.objects.using(using).filter(every=minutes, period=IntervalSchedule.MINUTES).first()
+                 or IntervalSchedule.objects.using(using).create(every=minutes, period=IntervalSchedule.MINUTES))
+        PeriodicTask.objects.using(using).get_or_create(name=name, defaults={"task": task, "interval": every})
