@@ -4,6 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 
+from audit.admin_history import VersionHistoryAdminMixin
+
 from . import services
 from .admin_scoping import WorkspaceScopedAdmin
 from .models import ApiToken, Membership, Workspace
@@ -32,7 +34,7 @@ class UsernameField(forms.ModelChoiceField):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(WorkspaceScopedAdmin):
+class WorkspaceAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
     workspace_lookup = "id"
     edit_perm = Perm.MANAGE_WORKSPACE
     list_display = ["name", "currency", "time_zone", "metric_bucket_minutes", "freshness_limit_minutes", "created_at"]
@@ -71,7 +73,7 @@ class MembershipForm(forms.ModelForm):
 
 
 @admin.register(Membership)
-class MembershipAdmin(WorkspaceScopedAdmin):
+class MembershipAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
     edit_perm = Perm.MANAGE_MEMBERS
     form = MembershipForm
     list_display = ["user", "workspace", "role", "can_manage_config", "approval_level", "approval_limit_pct",

@@ -16,6 +16,7 @@ from accounts.exceptions import ApplicationError
 from accounts.models import Workspace
 from accounts.roles import Perm
 from accounts.selectors import admin_workspace_ids
+from audit.admin_history import VersionHistoryAdminMixin
 
 from . import services
 from .exceptions import BatchRejected
@@ -119,7 +120,7 @@ class CreativeInline(_CampaignChildInline):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(_ServiceBackedAdmin):
+class CampaignAdmin(VersionHistoryAdminMixin, _ServiceBackedAdmin):
     subject = "campaign"
     parent_field = "workspace"
     create_service = services.campaign_create
@@ -150,7 +151,7 @@ class CampaignAdmin(_ServiceBackedAdmin):
 
 
 @admin.register(Segment)
-class SegmentAdmin(_ServiceBackedAdmin):
+class SegmentAdmin(VersionHistoryAdminMixin, _ServiceBackedAdmin):
     workspace_lookup = "campaign__workspace"
     subject = "segment"
     parent_field = "campaign"
@@ -172,7 +173,7 @@ class SegmentAdmin(_ServiceBackedAdmin):
 
 
 @admin.register(Creative)
-class CreativeAdmin(_ServiceBackedAdmin):
+class CreativeAdmin(VersionHistoryAdminMixin, _ServiceBackedAdmin):
     workspace_lookup = "campaign__workspace"
     subject = "creative"
     parent_field = "campaign"

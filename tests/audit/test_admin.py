@@ -13,7 +13,6 @@ from campaigns.models import Campaign
 from tests.factories import CampaignFactory, MembershipFactory
 
 pytestmark = pytest.mark.django_db
-history_admin = pytest.mark.urls("tests.audit.history_admin_urls")
 
 
 def _client(user) -> Client:
@@ -56,7 +55,6 @@ def test_audit_event_admin__offers_no_change_or_delete_even_to_a_superuser(super
     assert AuditEvent.objects.get(pk=event.pk).reason == event.reason
 
 
-@history_admin
 def test_history_page__lists_versions_and_diffs_the_two_newest(admin_user, edited_campaign):
     response = _client(admin_user).get(f"/admin/campaigns/campaign/{edited_campaign.pk}/history/")
 
@@ -66,14 +64,12 @@ def test_history_page__lists_versions_and_diffs_the_two_newest(admin_user, edite
     assert b"Restore as a new version" in response.content
 
 
-@history_admin
 def test_history_page__of_another_workspaces_object__is_404(edited_campaign, other_workspace):
     outsider = MembershipFactory(workspace=other_workspace, role=Role.ADMIN).user
 
     assert _client(outsider).get(f"/admin/campaigns/campaign/{edited_campaign.pk}/history/").status_code == 404
 
 
-@history_admin
 def test_history_page__restore__makes_a_new_version_and_reports_it(admin_user, edited_campaign):
     url = f"/admin/campaigns/campaign/{edited_campaign.pk}/history/"
     client = _client(admin_user)
@@ -86,7 +82,6 @@ def test_history_page__restore__makes_a_new_version_and_reports_it(admin_user, e
     assert len(response.context["rows"]) == 3
 
 
-@history_admin
 def test_history_page__restore_refused__shows_the_reason(member, edited_campaign):
     url = f"/admin/campaigns/campaign/{edited_campaign.pk}/history/"
     client = _client(member(Role.MARKETER))

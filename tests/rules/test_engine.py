@@ -1,0 +1,230 @@
+"""The engine around the triggers: windows, guards, persistence, the pipeline, and its query budget."""
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from audit.models import AuditEvent
+from rules.engine import evaluate_rules
+from rules.models import Change, Evaluation, Rule
+from tests.factories import WorkspaceFactory
+from tests.rules.facts import (
+    NOW,
+    SYSTEM,
+    WINDOW_END,
+    active_rule,
+    add_buckets,
+    fresh_campaign,
+    segments,
+    trigger,
+)
+
+pytestmark = pytest.mark.django_db
+
+CTR_BELOW_4_PCT = trigger(metric="ctr", kind="threshold", direction="below", threshold=Decimal("0.04"))
+GOOD, BAD = {"impressions": 1000, "clicks": 50}, {"impressions": 1000, "clicks": 30}
+
+
+def _run(rule, *, now=NOW, dry_run=False):
+    [result] = evaluate_rules(rule_ids=[rule.pk], now=now, source="schedule", actor=SYSTEM, dry_run=dry_run)
+    return result
+
+
+def test_evaluate__fired__records_evaluation_and_applies_the_capped_change(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT])
+
+    result = _run(rule)
+
+    evaluation = Evaluation.objects.get(rule=rule)
+    assert (evaluation.outcome, evaluation.rule_version, evaluation.window_end) == ("fired", rule.version, WINDOW_END)
+    assert evaluation.summary.startswith("Fired for 1 of 1 segments")
+    assert evaluation.inputs["segments"][0]["triggers"][0]["value"] == pytest.approx(0.03)
+    json.dumps(evaluation.inputs, allow_nan=False)  # JSON-safe: no NaN anywhere
+    rule.refresh_from_db()
+    assert rule.last_evaluated_at == NOW
+    change = Change.objects.get(rule=rule)
+    assert (change.segment_id, change.field, change.capped_value, change.evaluation_id) == (
+        segment.pk, "bid", "0.9000", evaluation.pk)
+    assert result.evaluation == evaluation and result.fired_segment_ids == [segment.pk]
+
+
+def test_evaluate__window__ends_at_the_last_whole_bucket(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [BAD])
+    add_buckets(segment, [GOOD], end=WINDOW_END + timedelta(hours=1))  # the 12:00 bucket, still filling
+    result = _run(active_rule(workspace, triggers=[CTR_BELOW_4_PCT]), dry_run=True)
+    row = result.decisions[0]["triggers"][0]
+    assert result.window_end == WINDOW_END
+    assert (row["numerator"], row["denominator"]) == (30.0, 1000.0)
+
+
+def test_evaluate__empty_buckets_and_undefined_statistics__are_stored_as_null(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    rule = active_rule(workspace, triggers=[trigger(metric="cpa", kind="significant_change", window_minutes=120,
+                                                    baseline_minutes=240)])
+    _run(rule)
+    row = Evaluation.objects.get(rule=rule).inputs["segments"][0]["triggers"][0]
+    assert row["value"] is None and row["p_value"] is None and row["status"] == "insufficient_data"
+
+
+@pytest.mark.parametrize(("history", "decision", "held"), [
+    ([GOOD, BAD, BAD, BAD], "fired", 3),
+    ([BAD, GOOD, BAD, BAD], "not_fired", 2),
+])
+def test_consecutive_windows__condition_must_hold_in_each(workspace, history, decision, held):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, history)
+    rule = active_rule(workspace, triggers=[{**CTR_BELOW_4_PCT, "consecutive_windows": 3}])
+    result = _run(rule, dry_run=True)
+    row = result.decisions[0]["triggers"][0]
+    assert result.decisions[0]["decision"] == decision
+    assert row["consecutive_count"] == held
+    assert [w["window_end"] for w in row["earlier_windows"]] == [
+        (WINDOW_END - timedelta(hours=1)).isoformat(), (WINDOW_END - timedelta(hours=2)).isoformat()]
+
+
+def test_min_sample__below_it__is_insufficient_data_and_changes_nothing(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [{"impressions": 99, "clicks": 1}])
+    rule = active_rule(workspace, triggers=[{**CTR_BELOW_4_PCT, "min_sample": 100}])
+    result = _run(rule)
+    assert result.outcome == Evaluation.Outcome.INSUFFICIENT_DATA
+    assert "99 impressions in the window (minimum 100)" in result.decisions[0]["reason"]
+    assert not Change.objects.exists()
+
+
+@pytest.mark.parametrize(("utc_hour", "outcome"), [(12, "skipped_inactive_hours"), (13, "fired")])
+def test_active_hours__are_read_in_the_workspace_time_zone(utc_hour, outcome):
+    # 10 March 2026, New York is on daylight time (UTC-4): 12:07 UTC is 08:07 there, 13:07 is 09:07.
+    workspace = WorkspaceFactory(time_zone="America/New_York")
+    now = NOW.replace(hour=utc_hour)
+    [segment] = segments(fresh_campaign(workspace, metrics_received_at=now), 1)
+    add_buckets(segment, [BAD], end=now.replace(minute=0))
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT], active_hours_start=9, active_hours_end=17)
+    result = _run(rule, now=now)
+    assert result.outcome == outcome
+    assert Evaluation.objects.get(rule=rule).outcome == outcome
+    if outcome == "skipped_inactive_hours":
+        assert result.summary == ("Skipped: outside active hours (09:00–17:00 America/New_York); "
+                                  "it was 08:07 there.")
+
+
+@pytest.mark.parametrize("campaign_fields", [
+    {"metrics_latest_bucket": WINDOW_END - timedelta(hours=5)},
+    {"metrics_received_at": NOW - timedelta(hours=4)},
+    {"data_quality_flag": "clicks above impressions in 3 rows"},
+    {"metrics_received_at": None, "metrics_latest_bucket": None},
+])
+def test_stale_or_flagged_data__is_skipped_and_moves_no_money(workspace, campaign_fields):
+    [stale] = segments(fresh_campaign(workspace, **campaign_fields), 1)
+    [fresh] = segments(fresh_campaign(workspace), 1)
+    for segment in (stale, fresh):
+        add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT])
+
+    result = _run(rule)
+
+    decisions = {d["segment_id"]: d for d in result.decisions}
+    assert decisions[stale.pk]["decision"] == "skipped_stale"
+    assert decisions[stale.pk]["reason"].startswith("Skipped: stale data")
+    assert list(Change.objects.values_list("segment_id", flat=True)) == [fresh.pk]
+
+
+def test_stale_data__everywhere__records_skipped_stale(workspace):
+    [segment] = segments(fresh_campaign(workspace, data_quality_flag="gap in the feed"), 1)
+    add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT])
+    assert _run(rule).outcome == Evaluation.Outcome.SKIPPED_STALE
+    assert Evaluation.objects.get(rule=rule).outcome == "skipped_stale"
+    assert not Change.objects.exists()
+
+
+def test_match_any__fires_when_one_trigger_holds(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [BAD])
+    never = trigger(metric="ctr", kind="threshold", direction="above", threshold=Decimal("0.5"))
+    rule_all = active_rule(workspace, triggers=[CTR_BELOW_4_PCT, never], name="all")
+    rule_any = active_rule(workspace, triggers=[CTR_BELOW_4_PCT, never], name="any", match=Rule.Match.ANY)
+    results = evaluate_rules(rule_ids=[rule_all.pk, rule_any.pk], now=NOW, source="manual", actor=SYSTEM,
+                             dry_run=True)
+    assert {r.rule.name: r.outcome for r in results} == {"all": "not_fired", "any": "fired"}
+
+
+def test_fired__every_change_capped_to_nothing__is_blocked_by_cap(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1, bid=Decimal("0.10"), bid_floor=Decimal("0.10"))
+    add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT])
+    result = _run(rule)
+    assert result.outcome == Evaluation.Outcome.BLOCKED_BY_CAP
+    assert Evaluation.objects.get(rule=rule).summary.endswith("every proposed change was blocked by a cap.")
+    assert Change.objects.get().status == Change.Status.BLOCKED
+
+
+def test_alert_rule__fires_through_the_pipeline_without_a_change(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT], action=Rule.Action.ALERT)
+    assert _run(rule).outcome == Evaluation.Outcome.FIRED
+    assert not Change.objects.exists()
+    assert AuditEvent.objects.filter(action="rule.alert").count() == 1
+
+
+def test_paused_rule__is_not_evaluated_outside_a_dry_run(workspace):
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT])
+    Rule.objects.filter(pk=rule.pk).update(status=Rule.Status.PAUSED)
+    assert evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM) == []
+    assert not Evaluation.objects.exists()
+
+
+def test_dry_run__writes_nothing(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT])
+    counts = (Evaluation.objects.count(), Change.objects.count(), AuditEvent.objects.count())
+
+    result = _run(rule, dry_run=True)
+
+    assert result.outcome == "fired" and result.evaluation is None
+    assert [p.capped_value for p in result.planned_changes] == ["0.9000"]
+    assert (Evaluation.objects.count(), Change.objects.count(), AuditEvent.objects.count()) == counts
+    rule.refresh_from_db()
+    assert rule.last_evaluated_at is None
+
+
+def _queries_for(workspace, rule, count: int, *, dry_run: bool) -> int:
+    campaign = fresh_campaign(workspace)
+    for segment in segments(campaign, count):
+        add_buckets(segment, [GOOD if not dry_run else BAD] * 4)
+    with CaptureQueriesContext(connection) as queries:
+        _run(rule, dry_run=dry_run)
+    return len(queries)
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["not-fired", "fired-dry-run"])
+def test_query_count__does_not_grow_with_the_number_of_segments(django_assert_max_num_queries, dry_run):
+    small, large = WorkspaceFactory(), WorkspaceFactory()
+    baseline = _queries_for(small, active_rule(small, triggers=[CTR_BELOW_4_PCT]), 3, dry_run=dry_run)
+    large_rule = active_rule(large, triggers=[CTR_BELOW_4_PCT])
+    campaign = fresh_campaign(large)
+    for segment in segments(campaign, 40):
+        add_buckets(segment, [GOOD if not dry_run else BAD] * 4)
+    with django_assert_max_num_queries(baseline):
+        _run(large_rule, dry_run=dry_run)
+
+
+def test_rules_sharing_a_scope__share_one_aggregate_query(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [GOOD, BAD])
+    first = active_rule(workspace, triggers=[CTR_BELOW_4_PCT], name="first")
+    second = active_rule(workspace, triggers=[trigger(metric="cpc", kind="threshold", direction="above",
+                                                      threshold=1)], name="second")
+    with CaptureQueriesContext(connection) as queries:
+        evaluate_rules(rule_ids=[first.pk, second.pk], now=NOW, source="manual", actor=SYSTEM, dry_run=True)
+    fact_queries = [q for q in queries.captured_queries if "campaigns_metricfact" in q["sql"]]
+    assert len(fact_queries) == 1
