@@ -17,3 +17,8 @@ STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticF
 # so that tests can fetch them without a collectstatic step.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Unit tests publish nothing to a real broker: tasks enqueued by on-commit callbacks land in
+# memory. The integration tests start their own worker on Redis (TEST_REDIS_URL).
+CELERY_BROKER_URL = "memory://"
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
