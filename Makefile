@@ -15,9 +15,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 # Runs the whole platform on the embedded default (SQLite + filesystem broker): web, worker,
-# scheduler and the simulator streaming metrics; prints URLs and logins.
+# scheduler and the simulator streaming metrics; prints URLs and logins. Options go in RUN_ARGS,
+# e.g. `make run RUN_ARGS="--port 8001 --days 7"` (see `manage.py run_platform --help`).
 run: $(STAMP)
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py run_platform
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py run_platform $(RUN_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
