@@ -17,7 +17,9 @@ workspace; archived segments and creatives are never touched):
                             moves to the campaign's best non-fired active segments (see
                             `reallocations_for`); the pipeline caps and balances it so that the
                             campaign's total is conserved exactly;
-  alert                     no change: the pipeline records an audit event (see rules.pipeline).
+  alert                     no change: the pipeline records an audit event (see rules.pipeline);
+  escalate_alert            the pipeline alerts the approvers; with action_params {"pause": true}
+                            each fired segment that is active is paused too.
 """
 
 from collections import defaultdict
@@ -29,6 +31,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from django.db.models import Q, Sum
 
 from accounts.exceptions import ApplicationError
+from campaigns.holdouts import exclude_held_out
 from campaigns.metrics import VIRTUAL_DENOMINATORS, get_metric
 from campaigns.models import Campaign, Creative, DeliveryStatus, Segment
 
@@ -164,6 +167,10 @@ _REQUESTS: dict[str, Callable[[ActionInput], list[ChangeRequest]]] = {
     Rule.Action.PAUSE_CREATIVE: _pause_creatives,
     Rule.Action.RESUME_CREATIVE: _resume_creatives,
     Rule.Action.ROTATE_CREATIVE: _rotate_creatives,
+    Rule.Action.ESCALATE_ALERT: lambda ai: (
+        _segment_status(DeliveryStatus.PAUSED, "pause (guard metric broke its limit)")(ai)
+        if ai.params.get("pause") else []
+    ),
 }
 
 
@@ -184,7 +191,7 @@ class Reallocation:
 def reallocations_for(ai: ActionInput) -> list[Reallocation]:
     """Per campaign of the fired segments: who gives how much, and who may receive.
 
-    Receivers are the campaign's active segments that did not fire, ranked by
+    Receivers are the campaign's active segments that did not fire and are not held out, ranked by
     action_params["rank_metric"] (default roas) over the evaluation window, best first;
     the top action_params["receiver_count"] (default 2) with data in the window receive.
     A campaign with no receiver moves nothing.
@@ -221,7 +228,7 @@ def _ranked_receivers(ai: ActionInput, metric_name: str, *, fired_ids: set[int],
                                extra={"rank_metric": metric_name})
     in_window = Q(metric_facts__bucket_start__gte=ai.window_start, metric_facts__bucket_start__lt=ai.window_end)
     candidates = (
-        Segment.objects.filter(campaign_id__in=campaign_ids, status=DeliveryStatus.ACTIVE)
+        exclude_held_out(Segment.objects.filter(campaign_id__in=campaign_ids, status=DeliveryStatus.ACTIVE))
         .exclude(pk__in=fired_ids)
         .select_related("campaign")
         .annotate(rank_num=Sum(f"metric_facts__{metric.numerator}", filter=in_window),

@@ -23,9 +23,14 @@ from accounts.selectors import admin_workspace_ids
 from audit.admin_history import VersionHistoryAdminMixin
 from campaigns.models import Segment
 
-from . import services
+from . import (
+    governance_admin,  # noqa: F401  (registers the approval queue, policies, connectors...)
+    services,
+)
 from .engine import rule_preview
+from .explain import rule_summary
 from .forms import RuleAdminForm, TriggerForm, TriggerFormSet
+from .governance_admin import push_state  # also registers the approval queue, policies, connectors...
 from .models import Change, Evaluation, Rule, Trigger
 
 for _label in ("rules.Rule", "rules.Evaluation", "rules.Change"):
@@ -77,7 +82,7 @@ class RuleAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
     form = RuleAdminForm
     edit_perm = Perm.EDIT_RULES
     inlines = [TriggerInline]
-    list_display = ["name", "workspace", "status", "action", "match", "version", "last_evaluated_at", "owner"]
+    list_display = ["name", "summary", "workspace", "status", "version", "last_evaluated_at", "owner"]
     list_filter = ["status", "action", ("workspace", _RELATED_ONLY)]
     list_select_related = ["workspace", "owner"]
     search_fields = ["name", "description"]
@@ -94,6 +99,29 @@ class RuleAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
                              "max_channel_share_pct"]}),
         ("History", {"fields": ["last_evaluated_at", "created_at", "updated_at"]}),
     ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("triggers", "campaigns")  # for the summaries
+
+    @admin.display(description="What it does")
+    def summary(self, rule):
+        return rule_summary(rule)
+
+    def get_actions(self, request):
+        # Status actions are offered only to those who may activate rules somewhere (the services refuse anyway).
+        actions = super().get_actions(request)
+        if not self._may(request, Perm.ACTIVATE_RULES):
+            for name in ("activate_selected", "pause_selected", "archive_selected"):
+                actions.pop(name, None)
+        return actions
+
+    def get_changeform_initial_data(self, request):
+        # Most people write rules in one workspace: choose it for them.
+        initial = super().get_changeform_initial_data(request)
+        ids = admin_workspace_ids(request.user, self.edit_perm)
+        if len(ids) == 1 and "workspace" not in initial:
+            initial["workspace"] = next(iter(ids))
+        return initial
 
     def get_readonly_fields(self, request, obj=None):
         fixed = ["workspace"] if obj is not None else []  # a rule never moves to another workspace
@@ -192,6 +220,7 @@ class RuleAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
         return {
             "can_preview": self._may(request, Perm.PREVIEW_RULES, rule),
             "status_verbs": verbs if may_activate else [],
+            "rule_summary": rule_summary(rule),
         }
 
     def preview_view(self, request, rule_id: int):
@@ -208,6 +237,7 @@ class RuleAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
         context = {
             **self.admin_site.each_context(request), "opts": self.opts, "original": rule,
             "title": f"Preview (dry run): {rule}", "result": result, "other_changes": other_changes,
+            "rule_summary": rule_summary(rule),
             "rows": [{"decision": d, "planned": by_segment.get(d["segment_id"], [])} for d in result.decisions],
         }
         return TemplateResponse(request, "admin/rules/rule/preview.html", context)
@@ -252,7 +282,7 @@ class EvaluationAdmin(_ReadOnlyAdmin):
 @admin.register(Change)
 class ChangeAdmin(_ReadOnlyAdmin):
     list_display = ["created_at", "target_display", "field", "old_value", "capped_value", "status", "kind", "rule",
-                    "bound_by"]
+                    "bound_by", push_state]
     list_filter = ["status", "kind", "field", ("rule", _RELATED_ONLY), ("workspace", _RELATED_ONLY)]
     list_select_related = ["rule", "segment__campaign", "creative__campaign", "campaign"]
     search_fields = ["reason", "idempotency_key", "segment__name", "creative__name", "campaign__name"]
@@ -260,8 +290,11 @@ class ChangeAdmin(_ReadOnlyAdmin):
     readonly_fields = ["workspace", "kind", "rule", "rule_version", "evaluation", "campaign", "segment", "creative",
                        "field", "old_value", "requested_value", "capped_value", "cap_table", "status",
                        "approval_level", "batch_id", "idempotency_key", "requested_by", "reason", "error",
-                       "created_at", "applied_at"]
+                       "created_at", "applied_at", push_state]
     fields = readonly_fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("pushes__connector")
 
     @admin.display(description="Target")
     def target_display(self, change):

@@ -1,7 +1,18 @@
-"""Writes for changes: propose, apply (alone or as a batch), mark conflicted.
+"""Writes for changes: propose (and route through the approval policy), apply, mark conflicted.
 
-A change moves through the statuses of `TRANSITIONS` and nowhere else; that table is the
-one place the life cycle is decided (the approval workflow adds its states there).
+The life cycle of a change, decided here and nowhere else (`TRANSITIONS`, enforced by
+`change_transition`, which every service calls before it moves a change):
+
+    proposed -> approved (the policy auto-approves it) -> applied | conflicted | failed
+    proposed -> pending (level 1) -> approved -> applied | conflicted | failed
+                                  -> rejected | expired
+                                  -> escalated (level k) -> escalated (level k+1) -> ...
+                                                         -> approved | rejected | expired
+    pending / escalated -> pending (revised: back to level 1, earlier approvals void)
+    blocked (capped to nothing) is terminal from the start.
+
+A change is applied only when it is APPROVED *and* an approval bound to its current content
+exists (rules.binding): an edit after approval voids it.
 
 Applying is the dangerous step, so it is built to be safe under retries and concurrency:
   - one transaction; the change rows, then the targets, are locked (`select_for_update`) in a
@@ -12,23 +23,28 @@ Applying is the dangerous step, so it is built to be safe under retries and conc
     change was planned, the change becomes CONFLICTED and the target is left alone;
   - a batch (a reallocation) applies all or nothing: one conflict conflicts the whole batch,
     so a campaign's total budget is never half moved;
-  - the target update and its audit event (before/after) commit together.
+  - the target update and its audit event (before/after) commit together, and its pushes to
+    the workspace's connectors are recorded with it and sent once it commits (rules.pushes).
 """
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.exceptions import Conflict
 from accounts.roles import Perm
 from accounts.services import require_perm
 from audit.actors import Actor
 from audit.services import audit_record
 
-from .models import Change, Evaluation, Rule
+from .binding import approval_record, is_approved_as_is
+from .exceptions import ApprovalNoLongerValid, IllegalTransition
+from .models import Approval, Change, Evaluation, Rule
+from .notifications import notify_pending
+from .policy import auto_applied_amount_in_day, policy_for_change, route
+from .pushes import pushes_enqueue
 from .targets import FIELDS, TARGET_MODELS, Target, format_value, parse_value, read_value, target_type
 
 logger = logging.getLogger(__name__)
@@ -36,20 +52,28 @@ Status = Change.Status
 
 # Statuses a change is created in: PROPOSED, or BLOCKED when the caps left nothing to change.
 INITIAL_STATUSES = frozenset({Status.PROPOSED, Status.BLOCKED})
-# Allowed moves. Terminal statuses (applied, blocked, conflicted, failed, ...) have no entry.
+_DECIDED = frozenset({Status.APPROVED, Status.REJECTED, Status.EXPIRED, Status.ESCALATED, Status.PENDING})
+# Allowed moves. Terminal statuses (applied, blocked, rejected, expired, conflicted, failed) have no entry.
 TRANSITIONS: dict[str, frozenset[str]] = {
-    Status.PROPOSED: frozenset({Status.APPLIED, Status.CONFLICTED, Status.FAILED}),
+    Status.PROPOSED: frozenset({Status.APPROVED, Status.PENDING}),
+    Status.PENDING: _DECIDED,
+    Status.ESCALATED: _DECIDED,
+    Status.APPROVED: frozenset({Status.APPLIED, Status.CONFLICTED, Status.FAILED}),
 }
 APPLICABLE_STATUSES = frozenset(s for s, targets in TRANSITIONS.items() if Status.APPLIED in targets)
+# Waiting for a person: what the approval queue lists, what escalates and expires.
+AWAITING_DECISION = frozenset({Status.PENDING, Status.ESCALATED})
 
 
-class ChangeTransitionRefused(Conflict):
-    pass
+def transition_allowed(from_status: str, to_status: str) -> bool:
+    return to_status in TRANSITIONS.get(from_status, frozenset())
 
 
-def _transition(change: Change, to: str) -> None:
-    if to not in TRANSITIONS.get(change.status, frozenset()):
-        raise ChangeTransitionRefused(
+def change_transition(change: Change, to: str) -> None:
+    """The one guard of the life cycle: every service moves a change through here (or checks
+    `transition_allowed` before a conditional UPDATE that claims the move)."""
+    if not transition_allowed(change.status, to):
+        raise IllegalTransition(
             f"A change that is {change.get_status_display().lower()} cannot become {Status(to).label.lower()}.",
             extra={"change": change.pk, "status": change.status, "to": to},
         )
@@ -96,11 +120,15 @@ def change_propose(
     evaluation: Evaluation | None = None,
     batch_id: str = "",
     reason: str = "",
+    now: datetime | None = None,
+    route_now: bool = True,
 ) -> tuple[Change, bool]:
-    """Record a capped change: PROPOSED, or BLOCKED when capped to nothing. Returns (change, created).
+    """Record a capped change and route it through the approval policy. Returns (change, created).
 
-    The idempotency key is unique: proposing again (a retried task, a concurrent worker)
-    returns the change already recorded under that key and creates nothing.
+    BLOCKED when capped to nothing; otherwise APPROVED (the policy auto-approves it) or PENDING
+    at level 1. A caller proposing a batch passes `route_now=False` and routes the batch as one
+    with `changes_route`. The idempotency key is unique: proposing again (a retried task, a
+    concurrent worker) returns the change already recorded under that key and creates nothing.
     """
     change = Change(
         workspace_id=target.workspace_id, kind=kind, rule=rule, rule_version=rule_version, evaluation=evaluation,
@@ -121,7 +149,66 @@ def change_propose(
         return existing, False
     action = "change.propose" if change.status == Status.PROPOSED else "change.block"
     audit_record(actor=actor, action=action, subject=change, after=_change_facts(change), reason=reason)
+    if route_now and change.status == Status.PROPOSED:
+        changes_route(actor=actor, changes=[change], now=now)
     return change, True
+
+
+@transaction.atomic
+def changes_route(*, actor: Actor, changes: Sequence[Change], now: datetime | None = None) -> list[Change]:
+    """Send proposed changes (one, or a batch judged as one) on: auto-approved, or pending at level 1.
+
+    Only PROPOSED changes move: a change recorded by a concurrent run and already routed is left
+    as it is. Approvers who may decide level 1 are notified once the transaction commits.
+    Approved changes are for the caller to apply (`changes_apply_approved`).
+    """
+    _route(actor, [c for c in changes if c.status == Status.PROPOSED], now or timezone.now())
+    return list(changes)
+
+
+@transaction.atomic
+def change_reroute(*, actor: Actor, change: Change, now: datetime | None = None) -> Change:
+    """Route a revised change again (rules.approvals.change_revise): its earlier routing no longer holds."""
+    _route(actor, [change] if change.status in AWAITING_DECISION else [], now or timezone.now())
+    return change
+
+
+def _route(actor: Actor, routable: list[Change], now: datetime) -> None:
+    if not routable:
+        return
+    policy = policy_for_change(routable[0])
+    routing = route(policy, routable, auto_amount_in_day=auto_applied_amount_in_day(
+        workspace_id=routable[0].workspace_id, now=now))
+    for change in routable:
+        before = {"status": change.status, "approval_level": change.approval_level}
+        change.policy_report = routing.report
+        if routing.auto:
+            change_transition(change, Status.APPROVED)
+            change.approval_level, change.sla_due_at, change.expires_at = 0, None, None
+            approval_record(actor=actor, change=change, decision=Approval.Decision.AUTO,
+                            comment="Within the approval policy's auto-apply limits.", now=now)
+        else:
+            change_transition(change, Status.PENDING)
+            change.approval_level = 1
+            change.sla_due_at = now + timedelta(minutes=policy.sla_minutes(1))
+            change.expires_at = now + timedelta(minutes=policy.pending_expiry_minutes)
+        change.save(update_fields=["status", "policy_report", "approval_level", "sla_due_at", "expires_at"])
+        audit_record(actor=actor, action="change.auto_approve" if routing.auto else "change.await_approval",
+                     subject=change, before=before,
+                     after={"status": change.status, "approval_level": change.approval_level,
+                            "policy_report": routing.report, "sla_due_at": change.sla_due_at,
+                            "expires_at": change.expires_at})
+    if not routing.auto:
+        notify_pending(changes=routable)
+
+
+def changes_apply_approved(*, actor: Actor, changes: Sequence[Change], now: datetime | None = None) -> list[Change]:
+    """Apply the approved ones among `changes` (as one batch); return every change, as it now is."""
+    approved = [c for c in changes if c.status == Status.APPROVED]
+    if not approved:
+        return list(changes)
+    applied = {c.pk: c for c in change_apply_batch(actor=actor, changes=approved, now=now)}
+    return [applied.get(c.pk, c) for c in changes]
 
 
 @transaction.atomic
@@ -138,8 +225,7 @@ def change_apply_batch(*, actor: Actor, changes: Sequence[Change], now: datetime
     pending = [c for c in locked if c.status in APPLICABLE_STATUSES]
     if not pending:
         return locked
-    for change in pending:
-        _require_change_perm(actor, change, Perm.DECIDE_CHANGES)
+    _refuse_unless_approved_as_is(pending)
     targets = _lock_targets(pending)
     found = {c.pk: format_value(read_value(targets[_target_key(c)], c.field)) for c in pending}
     moved = {c.pk: found[c.pk] for c in pending if found[c.pk] != c.old_value}
@@ -157,6 +243,8 @@ def change_apply_batch(*, actor: Actor, changes: Sequence[Change], now: datetime
         for change in pending:
             change.status, change.applied_at = decided_from[change.pk], None
         _fail_batch(actor, pending, str(error))
+        return locked
+    pushes_enqueue(changes=pending)
     return locked
 
 
@@ -165,6 +253,16 @@ def change_mark_conflicted(*, actor: Actor, change: Change, reason: str) -> Chan
     change = Change.objects.select_for_update().get(pk=change.pk)
     _mark(actor, change, Status.CONFLICTED, reason, action="change.conflict")
     return change
+
+
+def _refuse_unless_approved_as_is(changes: Sequence[Change]) -> None:
+    # The approval is the authorisation to apply: it must be for exactly this content.
+    for change in changes:
+        if not is_approved_as_is(change):
+            raise ApprovalNoLongerValid(
+                f"Change #{change.pk} was edited after it was approved: it needs a new approval.",
+                extra={"change": change.pk},
+            )
 
 
 def _target_key(change: Change) -> tuple[str, int]:
@@ -186,7 +284,7 @@ def _write_target(actor: Actor, change: Change, target: Target, now: datetime) -
     attr_value = parse_value(change.field, change.capped_value)
     setattr(target, _attr(change), attr_value)
     target.save(update_fields=[_attr(change), "updated_at"])
-    _transition(change, Status.APPLIED)
+    change_transition(change, Status.APPLIED)
     change.applied_at = now
     change.save(update_fields=["status", "applied_at"])
     audit_record(
@@ -219,7 +317,7 @@ def _fail_batch(actor: Actor, pending: Sequence[Change], error: str) -> None:
 
 def _mark(actor: Actor, change: Change, status: str, error: str, *, action: str) -> None:
     before = change.status
-    _transition(change, status)
+    change_transition(change, status)
     change.error = error
     change.save(update_fields=["status", "error"])
     audit_record(actor=actor, action=action, subject=change, before={"status": before},

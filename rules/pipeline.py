@@ -3,13 +3,16 @@
 `changes_for_evaluation` is what the engine calls once a rule has fired on some segments.
 In a dry run it writes nothing and returns what it would propose. Otherwise, holding a lock
 on the rule row (so two runs of one rule never plan on the same history), it records each
-change (PROPOSED, or BLOCKED when capped to nothing) and applies it at once; the approval
-workflow will later sit between the two. Each change carries an idempotency key naming the
-rule version, target, field and window: a second run over the same window (a retried task,
+change (PROPOSED, or BLOCKED when capped to nothing), routes it through the approval policy
+(a reallocation batch as one: rules.policy) and applies at once what the policy auto-approves;
+the rest waits for approvers (rules.approvals). Each change carries an idempotency key naming
+the rule version, target, field and window: a second run over the same window (a retried task,
 a concurrent worker) finds the changes recorded and creates and applies nothing.
 
 Alerts write no change: an audit event "rule.alert" (once per rule and window) plus a log
-line record them; notifications will read those events.
+line record them. An escalation alert (a guard metric broke its limit) also notifies the
+workspace's approvers and, with action_params {"pause": true}, pauses the fired segments
+through the same caps and policy as any change.
 """
 
 import logging
@@ -28,9 +31,10 @@ from campaigns.models import Campaign, Creative, Segment
 
 from .actions import ActionInput, ChangeRequest, Reallocation, reallocations_for, requests_for, split_exactly
 from .caps import CapInputs, Capped, ChannelBudget, Limits, cap_change
-from .changes import change_apply_batch, change_propose
+from .changes import change_propose, changes_apply_approved, changes_route
 from .history import applied_steps, daily_budget_by_channel, rule_actions_in_day
 from .models import Change, Evaluation, Rule
+from .notifications import notify_alert
 from .targets import Target, bounds, format_value, is_numeric, target_type
 
 logger = logging.getLogger(__name__)
@@ -68,11 +72,12 @@ class _Group:
 def changes_for_evaluation(*, actor: Actor, rule: Rule, evaluation: Evaluation | None, fired_segment_ids: list[int],
                            window_start: datetime, window_end: datetime, now: datetime,
                            dry_run: bool) -> list[PlannedChange]:
-    if rule.action == Rule.Action.ALERT:
+    if rule.action in (Rule.Action.ALERT, Rule.Action.ESCALATE_ALERT):
         if not dry_run:
             _record_alert(actor=actor, rule=rule, evaluation=evaluation, fired_segment_ids=fired_segment_ids,
                           window_end=window_end)
-        return []
+        if not pauses_on_escalation(rule):
+            return []
     if dry_run:
         groups = _Planner(rule, window_start, window_end, now).plan(fired_segment_ids)
         return [item.planned for group in groups for item in group.items]
@@ -273,13 +278,12 @@ def _record_group(actor: Actor, rule: Rule, evaluation: Evaluation | None, group
             actor=actor, target=planned.target, field=planned.field, old_value=planned.old_value,
             requested_value=planned.requested_value, capped_value=planned.capped_value,
             cap_report=planned.cap_report, idempotency_key=item.key, rule=rule, rule_version=rule.version,
-            evaluation=evaluation, batch_id=group.batch_id, reason=item.reason,
+            evaluation=evaluation, batch_id=group.batch_id, reason=item.reason, now=now, route_now=False,
         )
         changes.append(change)
-    proposed = [c for c in changes if c.status == Change.Status.PROPOSED]
-    if proposed:
-        decided = {c.pk: c for c in change_apply_batch(actor=actor, changes=proposed, now=now)}
-        changes = [decided.get(c.pk, c) for c in changes]
+    # The group is judged as one by the policy, and what it approves is applied as one.
+    changes = changes_route(actor=actor, changes=changes, now=now)
+    changes = changes_apply_approved(actor=actor, changes=changes, now=now)
     pairs = zip(changes, group.items, strict=True)
     return [_planned_from(change, target=item.planned.target) for change, item in pairs]
 
@@ -294,6 +298,10 @@ def _planned_from(change: Change, *, target: Target | None = None) -> PlannedCha
 
 # --- alerts --------------------------------------------------------------------------------------
 
+def pauses_on_escalation(rule: Rule) -> bool:
+    return rule.action == Rule.Action.ESCALATE_ALERT and bool((rule.action_params or {}).get("pause"))
+
+
 def _record_alert(*, actor: Actor, rule: Rule, evaluation: Evaluation | None, fired_segment_ids: list[int],
                   window_end: datetime) -> None:
     if not fired_segment_ids:
@@ -304,11 +312,17 @@ def _record_alert(*, actor: Actor, rule: Rule, evaluation: Evaluation | None, fi
         if AuditEvent.objects.filter(action="rule.alert", workspace_id=rule.workspace_id, after__rule=rule.pk,
                                      after__window_end=window).exists():
             return
+        escalated = rule.action == Rule.Action.ESCALATE_ALERT
         audit_record(
             actor=actor, action="rule.alert", subject=evaluation if evaluation is not None else rule,
-            workspace_id=rule.workspace_id, reason=f"Rule “{rule.name}” fired (alert only)",
+            workspace_id=rule.workspace_id,
+            reason=f"Rule “{rule.name}” fired ({'escalated to approvers' if escalated else 'alert only'})",
             after={"rule": rule.pk, "rule_version": rule.version, "window_end": window,
-                   "segment_ids": sorted(fired_segment_ids)},
+                   "segment_ids": sorted(fired_segment_ids), "escalated": escalated},
         )
+        if escalated:
+            names = list(Segment.objects.filter(pk__in=fired_segment_ids).order_by("pk").values_list("name", flat=True))
+            notify_alert(rule=rule, segment_names=names, window_end=window_end, paused=pauses_on_escalation(rule),
+                         summary=evaluation.summary if evaluation is not None else f"Rule “{rule.name}” fired.")
     logger.warning("Alert: rule %s (%s) fired on segments %s for the window ending %s",
                    rule.pk, rule.name, sorted(fired_segment_ids), window)

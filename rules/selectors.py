@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet
 
+from campaigns.holdouts import exclude_held_out
 from campaigns.models import Campaign, DeliveryStatus, Segment
 
 from .models import Rule
@@ -35,9 +36,11 @@ def rules_touching(*, workspace_id: int, campaign_ids: list[int]) -> QuerySet[Ru
 def segments_in_scope(rule: Rule) -> QuerySet[Segment]:
     """The live segments a rule looks at: its workspace, campaigns, channel and segment criteria.
 
+    Segments held out by an experiment (campaigns.holdouts) are never in scope: they measure
+    what the adjustments are worth, so no rule may adjust them.
     Reads `rule.campaigns.all()`, so a prefetched rule costs no extra query.
     """
-    segments = Segment.objects.filter(campaign__workspace_id=rule.workspace_id).exclude(
+    segments = exclude_held_out(Segment.objects.filter(campaign__workspace_id=rule.workspace_id)).exclude(
         Q(status=DeliveryStatus.ARCHIVED) | Q(campaign__status=DeliveryStatus.ARCHIVED)
     )
     campaign_ids = [c.pk for c in rule.campaigns.all()]

@@ -6,7 +6,13 @@
                             workspace spreads over several workers;
   evaluate_rules_chunk      evaluates a chunk of rules as of the beat's time;
   evaluate_after_ingestion  enqueued by rules.receivers when metrics were ingested: evaluates the
-                            rules whose scope the new metrics touch, at once.
+                            rules whose scope the new metrics touch, at once;
+  escalate_overdue_changes  beat, every minute: changes past their approval level's SLA escalate,
+                            each claimed once by a conditional update (rules.approvals);
+  expire_waiting_changes    beat, every 5 minutes: changes waiting past their expiry expire;
+  deliver_notification      one e-mail or webhook (rules.notifications), enqueued on commit;
+  push_change               one applied change to one connector (rules.pushes), enqueued on commit,
+                            behind the connector's circuit breaker.
 
 Re-running any of them is harmless: an evaluation over a window already recorded creates and
 applies no change (the pipeline's idempotency keys). Database outages (OperationalError)
@@ -24,8 +30,12 @@ from django.utils import timezone
 
 from audit.actors import Actor
 
+from .approvals import changes_escalate_overdue, changes_expire
 from .engine import evaluate_rules
+from .exceptions import CircuitOpen, DeliveryFailed
 from .models import Evaluation, Rule
+from .notifications import notification_deliver
+from .pushes import change_push_attempt
 from .selectors import rules_due, rules_touching
 
 logger = logging.getLogger(__name__)
@@ -89,3 +99,38 @@ def _chunks_by_workspace(rules: list[tuple[int, int]], size: int) -> list[list[i
     for rule_id, workspace_id in rules:
         by_workspace[workspace_id].append(rule_id)
     return [ids[start:start + size] for ids in by_workspace.values() for start in range(0, len(ids), size)]
+
+
+# --- governance ------------------------------------------------------------------------------
+
+@shared_task(**_IDEMPOTENT_TASK)
+def escalate_overdue_changes() -> int:
+    return len(changes_escalate_overdue())
+
+
+@shared_task(**_IDEMPOTENT_TASK)
+def expire_waiting_changes() -> int:
+    return len(changes_expire())
+
+
+# Sending is retried longer than a database hiccup: an endpoint may be down for a while. The
+# last attempt marks the row failed (kept in the delivery or push log) instead of raising.
+_DELIVERY_TASK = {
+    **_IDEMPOTENT_TASK,
+    "autoretry_for": (OperationalError, DeliveryFailed, CircuitOpen),
+    "retry_backoff": 30,
+    "retry_backoff_max": 3600,
+    "max_retries": 10,
+}
+
+
+@shared_task(bind=True, **_DELIVERY_TASK)
+def deliver_notification(self, delivery_id: int) -> str | None:
+    delivery = notification_deliver(delivery_id=delivery_id, final=self.request.retries >= self.max_retries)
+    return delivery.status if delivery else None
+
+
+@shared_task(bind=True, **_DELIVERY_TASK)
+def push_change(self, push_id: int) -> str | None:
+    push = change_push_attempt(push_id=push_id, final=self.request.retries >= self.max_retries)
+    return push.status if push else None

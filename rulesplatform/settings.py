@@ -178,7 +178,23 @@ SPECTACULAR_SETTINGS = {
     # Tags and operation ids from the resource after /api/v1/ ("tokens"), not the version.
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     # Several models have a `status` with different choices: name each set after its enum.
-    "ENUM_NAME_OVERRIDES": {"DeliveryStatusEnum": "campaigns.models.DeliveryStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "DeliveryStatusEnum": "campaigns.models.DeliveryStatus",
+        "CampaignChannelEnum": "campaigns.models.Channel",
+        "ChangeStatusEnum": "rules.models.Change.Status",
+        "ChangeKindEnum": "rules.models.Change.Kind",
+        "ChangeFieldEnum": "rules.models.Change.Field",
+        "ChangePushStatusEnum": "rules.models.ChangePush.Status",
+        "ExperimentStatusEnum": "experiments.models.Experiment.Status",
+        "ExperimentKindEnum": "experiments.models.Experiment.Kind",
+        "NotificationDeliveryStatusEnum": "rules.models.NotificationDelivery.Status",
+        "NotificationChannelEnum": "rules.models.NotificationDelivery.Channel",
+        "NotificationEventEnum": "rules.models.NotificationEvent",
+        "ConnectorKindEnum": "rules.models.PlatformConnector.Kind",
+        "BreakerStateEnum": "rules.models.PlatformConnector.Breaker",
+        "ApprovalGateEnum": "rules.models.ApprovalPolicy.Gate",
+        "ApprovalDecisionEnum": "rules.models.Approval.Decision",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------

@@ -8,14 +8,9 @@ saves a version of a registered subject, so registering a model here is all it t
 A restore writes through the model's own service: the service's permission check,
 validation and audit event apply, plus `Perm.ROLLBACK` in the object's workspace.
 
-Experiments register here when they exist, with their variants saved inside the
-experiment's version, e.g.::
-
-    register_versioned(Experiment, follow=("variants",), child_keys={"variants": "key"},
-                       restore=_restorer(_restore_experiment))
-
-where `_restore_experiment` calls the experiments service that rewrites an experiment with
-its variants (as `_restore_rule` does for a rule with its triggers).
+Experiments are versioned with their variants saved inside the experiment's version;
+`_restore_experiment` calls the experiments service that rewrites an experiment with its
+variants (as `_restore_rule` does for a rule with its triggers).
 """
 
 from collections.abc import Callable
@@ -32,12 +27,18 @@ from audit.registry import register_versioned
 from audit.selectors import object_history, version_children, version_fields
 from campaigns import services as campaign_services
 from campaigns.models import Campaign, Creative, Segment
+from experiments import services as experiment_services
+from experiments.models import Experiment
+from rules import policy as rule_policy
 from rules import services as rule_services
-from rules.models import Change, Evaluation, Rule
+from rules.models import ApprovalPolicy, Change, Evaluation, Rule
 
 # Bookkeeping that changes without anyone configuring anything stays out of versions.
 _TIMESTAMPS = ("created_at", "updated_at")
 _CAMPAIGN_STATE = ("metrics_received_at", "metrics_latest_bucket", "data_quality_flag")
+# An experiment's life cycle and outcome are state, not configuration.
+_EXPERIMENT_STATE = ("status", "created_by", "approved_by", "approved_at", "started_at", "ended_at", "end_reason",
+                     "planned_sample_per_arm", "decision", "winner", "deployment")
 
 
 def register_versioned_models() -> None:
@@ -54,6 +55,12 @@ def register_versioned_models() -> None:
     register_versioned(
         Rule, follow=("triggers",), exclude=("last_evaluated_at",) + _TIMESTAMPS,
         child_keys={"triggers": "position"}, restore=_restorer(_restore_rule),
+    )
+    register_versioned(ApprovalPolicy, exclude=_TIMESTAMPS,
+                       restore=_restorer(_by_service(rule_policy.approval_policy_update, "policy")))
+    register_versioned(
+        Experiment, follow=("variants",), exclude=_EXPERIMENT_STATE + _TIMESTAMPS, child_keys={"variants": "key"},
+        restore=_restorer(_restore_experiment),
     )
 
 
@@ -115,6 +122,18 @@ def _restore_rule(*, actor: Actor, instance: Rule, version, reason: str) -> Rule
     if rule.status == Rule.Status.ACTIVE and not triggers:
         raise RestoreError("An active rule needs at least one trigger: this version has none.", code="invalid")
     return rule
+
+
+def _restore_experiment(*, actor: Actor, instance: Experiment, version, reason: str) -> Experiment:
+    """The experiment's settings and arms as they were. Only drafts and approved experiments are
+    edited (a running one is stopped first), and an approved one goes back to draft for a new approval."""
+    stored = version_fields(version)
+    fields = {name: stored[name] for name in experiment_services.EXPERIMENT_FIELDS if name in stored}
+    rows = [row for _, row in sorted(version_children(version)["variants"].items())]
+    return experiment_services.experiment_update(
+        actor=actor, experiment=instance, reason=reason,
+        variants=experiment_services.variants_from_stored(instance, rows), **fields,
+    )
 
 
 def _campaigns_still_there(rule: Rule, campaign_ids: list) -> list[Campaign]:

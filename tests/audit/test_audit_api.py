@@ -181,5 +181,5 @@ def test_change_trail_endpoint__lists_the_changes_events(client_for, admin_user,
     response = client_for(admin_user).get(f"/api/v1/changes/{change.pk}/trail/")
 
     assert response.status_code == 200
-    assert [e["action"] for e in response.data["events"]] == ["change.propose", "change.apply"]
+    assert [e["action"] for e in response.data["events"]] == ["change.propose", "change.auto_approve", "change.apply"]
     assert response.data["rule_version_id"] is None

@@ -14,6 +14,7 @@ from rules.changes import change_apply, change_apply_batch, change_mark_conflict
 from rules.models import Change
 from tests.factories import CampaignFactory, SegmentFactory, WorkspaceFactory
 from tests.rules.facts import NOW, SYSTEM, WINDOW_END
+from tests.rules.governance_builders import permissive_policy
 from tests.rules.pipeline_builders import reloaded, rule_with_action, run
 
 pytestmark = pytest.mark.django_db
@@ -82,6 +83,7 @@ def test_change_apply_batch__one_moved_target__conflicts_the_whole_batch(workspa
 
 
 def test_change_apply_batch__a_value_the_database_refuses__fails_the_whole_batch(workspace):
+    permissive_policy(workspace)  # a 500% step would otherwise wait for approval
     campaign = CampaignFactory(workspace=workspace)
     first, second = SegmentFactory(campaign=campaign), SegmentFactory(campaign=campaign, bid_ceiling=D("5.00"))
     changes = [propose_bid(first, "1.1000", key="k1", batch_id="b"), propose_bid(second, "6.0000", key="k2",

@@ -28,6 +28,7 @@ from audit.services import audit_record
 from campaigns.models import Campaign, Channel, Creative, Segment
 from campaigns.services import campaign_create, creative_create, segment_create
 from rules.demo import load_demo_rules
+from rules.pushes import connector_ensure_sandbox
 
 DEMO_ACTOR = Actor.system("demo")
 WORKSPACE = {
@@ -140,6 +141,8 @@ class Command(BaseCommand):
             self._reset()
         users = {spec.username: self._user(spec) for spec in DEMO_USERS}
         workspace = self._workspace(owner=users["admin"])
+        # Applied changes are pushed to the sandbox "ad platform", which records what it receives.
+        connector_ensure_sandbox(actor=DEMO_ACTOR, workspace=workspace)
         for spec in DEMO_USERS:
             self._membership(workspace, users[spec.username], spec)
         raw_token = self._token(workspace, users["integrator"])
