@@ -245,3 +245,30 @@ class IngestionBatch(models.Model):
 
     def __str__(self):
         return f"Batch #{self.pk}: {self.rows_received} rows ({self.get_source_display()})"
+
+
+class HoldoutAssignment(models.Model):
+    """A segment kept out of automated adjustments while its holder needs it: rules never change it.
+
+    Experiments hold segments out to measure what the adjustments are worth (incrementality).
+    `holder` names who holds the segment (e.g. "experiment:12") as plain text, because campaigns
+    imports no other app; a segment is adjustable again once no holder holds it.
+    """
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="holdout_assignments")
+    holder = models.CharField(max_length=64)
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["segment", "holder"]
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "holder"], name="holdout_assignment_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.segment} held out by {self.holder}"
+
+    @property
+    def workspace_id(self) -> int:
+        return self.segment.campaign.workspace_id

@@ -6,5 +6,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("campaigns.urls")),
     path("", include("rules.urls")),
+    path("", include("experiments.urls")),
     path("", include("rulesplatform.audit_api")),
 ]
