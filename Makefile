@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test lint bench install chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +25,16 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) lint
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright; Playwright never
+# downloads a browser of its own. Installed here when missing and we are root; otherwise the
+# browser tests skip and say why.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "$(CHROMIUM) is missing and we are not root: the browser tests will be skipped."; fi
+
+test: $(STAMP) lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -4,6 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 # The admin site's titles and who may enter it: accounts.admin_site.RulesPlatformAdminSite.
 urlpatterns = [
+    # Before the admin's own URLs, whose catch-all would otherwise answer them.
+    path("admin/dashboards/", include("rulesplatform.dashboard_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("rulesplatform.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
