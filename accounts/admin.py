@@ -7,20 +7,9 @@ from django.contrib.auth import get_user_model
 from audit.admin_history import VersionHistoryAdminMixin
 
 from . import services
-from .admin_scoping import WorkspaceScopedAdmin
+from .admin_scoping import WorkspaceScopedAdmin, adopt_saved, changed_values
 from .models import ApiToken, Membership, Workspace
 from .roles import Perm
-
-
-def _adopt(obj, saved) -> None:
-    """Make the admin's unsaved form instance the row a service created, for Django's add flow."""
-    obj.pk = saved.pk
-    obj.refresh_from_db()
-    obj._state.adding = False
-
-
-def _changes(form) -> dict:
-    return {name: form.cleaned_data[name] for name in form.changed_data}
 
 
 class UsernameField(forms.ModelChoiceField):
@@ -58,9 +47,9 @@ class WorkspaceAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
     def save_model(self, request, obj, form, change):
         actor = self.actor(request)
         if change:
-            services.workspace_update(actor=actor, workspace=obj, **_changes(form))
+            services.workspace_update(actor=actor, workspace=obj, **changed_values(form))
         else:
-            _adopt(obj, services.workspace_create(actor=actor, **form.cleaned_data))
+            adopt_saved(obj, services.workspace_create(actor=actor, **form.cleaned_data))
 
 
 class MembershipForm(forms.ModelForm):
@@ -88,9 +77,9 @@ class MembershipAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
     def save_model(self, request, obj, form, change):
         actor = self.actor(request)
         if change:
-            services.membership_update(actor=actor, membership=obj, **_changes(form))
+            services.membership_update(actor=actor, membership=obj, **changed_values(form))
         else:
-            _adopt(obj, services.membership_create(actor=actor, **form.cleaned_data))
+            adopt_saved(obj, services.membership_create(actor=actor, **form.cleaned_data))
 
     def delete_model(self, request, obj):
         services.membership_delete(actor=self.actor(request), membership=obj)
@@ -138,7 +127,7 @@ class ApiTokenAdmin(WorkspaceScopedAdmin):
 
     def save_model(self, request, obj, form, change):
         token, raw_key = services.api_token_create(actor=self.actor(request), **form.cleaned_data)
-        _adopt(obj, token)
+        adopt_saved(obj, token)
         self.message_user(
             request,
             f"API token “{token.name}” created. Its key, shown this once — copy it now: {raw_key}",

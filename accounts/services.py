@@ -2,9 +2,12 @@
 
 import hashlib
 import secrets
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
+from typing import TypeVar
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -19,6 +22,7 @@ from .selectors import user_may
 TOKEN_PREFIX = "rp"
 # Last-used time is informational; writing it on every request would make reads write.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
+M = TypeVar("M", bound=models.Model)
 
 
 def require_perm(actor: Actor, perm: str, workspace_id: int) -> None:
@@ -49,6 +53,28 @@ def snapshot(instance, *, exclude: tuple[str, ...] = ()) -> dict:
     return model_to_dict(instance, exclude=list(exclude))
 
 
+def refuse_unknown_fields(fields: Mapping, allowed: Iterable[str], *, verb: str = "set") -> None:
+    """A service's `**fields` may hold only the names it lets callers write."""
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise ValidationError({name: [f"This field cannot be {verb} here."] for name in unknown})
+
+
+def locked_update(instance: M, fields: Mapping, *, public: Callable[[M], dict] = snapshot) -> tuple[M, dict]:
+    """Set `fields` on the row, validated, and save it. Returns the saved row and what it held before
+    (as `public` shows it, for the audit).
+
+    The row is locked and re-read first: the audit "before" must be what the database held, and two
+    concurrent edits must not interleave."""
+    instance = type(instance).objects.select_for_update().get(pk=instance.pk)
+    before = public(instance)
+    for name, value in fields.items():
+        setattr(instance, name, value)
+    instance.full_clean()
+    instance.save()
+    return instance, before
+
+
 @transaction.atomic
 def workspace_create(*, actor: Actor, owner=None, **fields) -> Workspace:
     """A new advertiser account. People need to be superusers; `owner` becomes its first admin."""
@@ -67,12 +93,7 @@ def workspace_create(*, actor: Actor, owner=None, **fields) -> Workspace:
 @transaction.atomic
 def workspace_update(*, actor: Actor, workspace: Workspace, reason: str = "", **fields) -> Workspace:
     require_perm(actor, Perm.MANAGE_WORKSPACE, workspace.pk)
-    workspace = Workspace.objects.select_for_update().get(pk=workspace.pk)
-    before = snapshot(workspace)
-    for name, value in fields.items():
-        setattr(workspace, name, value)
-    workspace.full_clean()
-    workspace.save()
+    workspace, before = locked_update(workspace, fields)
     audit_record(actor=actor, action="workspace.update", subject=workspace, before=before,
                  after=snapshot(workspace), reason=reason, workspace_id=workspace.pk)
     return workspace

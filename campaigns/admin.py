@@ -11,7 +11,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from accounts.admin_scoping import WorkspaceScopedAdmin
+from accounts.admin_scoping import ReadOnlyScopedAdmin, WorkspaceScopedAdmin, adopt_saved, changed_values
 from accounts.exceptions import ApplicationError
 from accounts.models import Workspace
 from accounts.roles import Perm
@@ -24,17 +24,6 @@ from .ingestion import metrics_ingest_csv
 from .models import Campaign, Creative, IngestionBatch, MetricFact, Segment
 
 _RELATED_ONLY = admin.RelatedOnlyFieldListFilter  # lists only what the (scoped) changelist holds
-
-
-def _adopt(obj, saved) -> None:
-    """Make the admin's unsaved instance the row a service created, for Django's add flow and inlines."""
-    obj.pk = saved.pk
-    obj.refresh_from_db()
-    obj._state.adding = False
-
-
-def _changes(form) -> dict:
-    return {name: form.cleaned_data[name] for name in form.changed_data}
 
 
 class _ServiceBackedAdmin(WorkspaceScopedAdmin):
@@ -51,9 +40,9 @@ class _ServiceBackedAdmin(WorkspaceScopedAdmin):
     def save_model(self, request, obj, form, change):
         actor = self.actor(request)
         if change:
-            type(self).update_service(actor=actor, **{self.subject: obj}, **_changes(form))
+            type(self).update_service(actor=actor, **{self.subject: obj}, **changed_values(form))
         else:
-            _adopt(obj, type(self).create_service(actor=actor, **form.cleaned_data))
+            adopt_saved(obj, type(self).create_service(actor=actor, **form.cleaned_data))
 
     def delete_model(self, request, obj):
         type(self).delete_service(actor=self.actor(request), **{self.subject: obj})
@@ -97,7 +86,7 @@ class _CampaignChildInline(admin.TabularInline):
             type(self).update_service(actor=actor, **{self.subject: obj}, **{n: getattr(obj, n) for n in changed})
         for obj in formset.new_objects:
             fields = {name: getattr(obj, name) for name in self.fields}
-            _adopt(obj, type(self).create_service(actor=actor, campaign=campaign, **fields))
+            adopt_saved(obj, type(self).create_service(actor=actor, campaign=campaign, **fields))
 
 
 class SegmentInline(_CampaignChildInline):
@@ -187,17 +176,6 @@ class CreativeAdmin(VersionHistoryAdminMixin, _ServiceBackedAdmin):
     readonly_fields = ["created_at", "updated_at"]
 
 
-class _ReadOnlyAdmin(WorkspaceScopedAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 class MetricCsvUploadForm(forms.Form):
     workspace = forms.ModelChoiceField(queryset=Workspace.objects.none())
     file = forms.FileField(help_text="UTF-8 CSV; header row: segment (or segment_external_id), creative, variant, "
@@ -213,7 +191,7 @@ class MetricCsvUploadForm(forms.Form):
 
 
 @admin.register(MetricFact)
-class MetricFactAdmin(_ReadOnlyAdmin):
+class MetricFactAdmin(ReadOnlyScopedAdmin):
     list_display = ["bucket_start", "segment", "creative", "variant", "impressions", "clicks", "conversions",
                     "spend", "revenue", "ingested_at"]
     list_filter = [("workspace", _RELATED_ONLY), ("campaign", _RELATED_ONLY)]
@@ -277,7 +255,7 @@ def _outcome_message(result) -> str:
 
 
 @admin.register(IngestionBatch)
-class IngestionBatchAdmin(_ReadOnlyAdmin):
+class IngestionBatchAdmin(ReadOnlyScopedAdmin):
     list_display = ["created_at", "workspace", "source", "rows_received", "rows_created", "rows_updated",
                     "bucket_min", "bucket_max", "actor_label", "idempotency_key"]
     list_filter = ["source", ("workspace", _RELATED_ONLY)]

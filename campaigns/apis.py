@@ -11,10 +11,11 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from accounts.permissions import WorkspaceRolePermission, request_actor, scope_to_caller, token_of
+from accounts.permissions import request_actor, token_of
 from accounts.roles import Perm
 from accounts.selectors import workspace_ids_for
 from accounts.throttling import MetricPushThrottle
+from accounts.viewsets import ServiceBackedViewSet
 from rulesplatform.api.schema import ApiErrorSerializer
 
 from . import services
@@ -34,28 +35,10 @@ from .serializers import (
 )
 
 
-class _ConfigViewSet(viewsets.ModelViewSet):
+class _ConfigViewSet(ServiceBackedViewSet):
     """CRUD over one configured model, every write through its services."""
 
-    permission_classes = [permissions.IsAuthenticated, WorkspaceRolePermission]
     write_perm = Perm.EDIT_CAMPAIGNS
-    workspace_lookup: str
-    subject: str  # the keyword the update/delete services take the object by
-    create_service = update_service = delete_service = None
-
-    def get_queryset(self):
-        return scope_to_caller(self.queryset, self.request, workspace_lookup=self.workspace_lookup)
-
-    def perform_create(self, serializer):
-        serializer.instance = type(self).create_service(actor=request_actor(self.request), **serializer.validated_data)
-
-    def perform_update(self, serializer):
-        serializer.instance = type(self).update_service(
-            actor=request_actor(self.request), **{self.subject: serializer.instance}, **serializer.validated_data
-        )
-
-    def perform_destroy(self, instance):
-        type(self).delete_service(actor=request_actor(self.request), **{self.subject: instance})
 
 
 _WRITES_DOC = "Reads need a role in the workspace; writes need one that edits campaigns (marketer, admin)."

@@ -68,11 +68,15 @@ class CampaignSerializer(_FixedParentMixin, serializers.ModelSerializer):
         validators = []
 
 
-class SegmentSerializer(_FixedParentMixin, serializers.ModelSerializer):
+class _CampaignChildSerializer(_FixedParentMixin, serializers.ModelSerializer):
+    """A segment or a creative: created in a campaign of the caller's workspaces, never moved."""
+
     parent_field = "campaign"
     campaign = ScopedParentField(model=Campaign, workspace_lookup="workspace")
     workspace = serializers.IntegerField(source="campaign.workspace_id", read_only=True)
 
+
+class SegmentSerializer(_CampaignChildSerializer):
     class Meta:
         model = Segment
         fields = [
@@ -83,11 +87,7 @@ class SegmentSerializer(_FixedParentMixin, serializers.ModelSerializer):
         validators = []
 
 
-class CreativeSerializer(_FixedParentMixin, serializers.ModelSerializer):
-    parent_field = "campaign"
-    campaign = ScopedParentField(model=Campaign, workspace_lookup="workspace")
-    workspace = serializers.IntegerField(source="campaign.workspace_id", read_only=True)
-
+class CreativeSerializer(_CampaignChildSerializer):
     class Meta:
         model = Creative
         fields = [

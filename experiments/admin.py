@@ -18,7 +18,12 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from accounts.admin_scoping import WorkspaceScopedAdmin, register_workspace_lookup
+from accounts.admin_scoping import (
+    PartOfParentInline,
+    WorkspaceScopedAdmin,
+    adopt_saved,
+    register_workspace_lookup,
+)
 from accounts.exceptions import ApplicationError
 from accounts.roles import Perm
 from audit.admin_history import VersionHistoryAdminMixin
@@ -57,35 +62,15 @@ class VariantFormSet(forms.BaseInlineFormSet):
                 for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE")]
 
 
-class VariantInline(admin.TabularInline):
+class VariantInline(PartOfParentInline, admin.TabularInline):
     model = Variant
     formset = VariantFormSet
     extra = 0
     min_num = 2
     fields = list(VARIANT_FIELDS)
-    raw_id_fields = ["creative", "segment"]
-
-    # Arms are part of their experiment: whoever may edit it (or add one) edits its arms.
-    def _parent(self) -> "ExperimentAdmin":
-        return self.admin_site._registry[Experiment]
-
-    def has_view_permission(self, request, obj=None):
-        return self._parent().has_view_permission(request, obj)
-
-    def has_add_permission(self, request, obj=None):
-        return self._may_edit(request, obj)
-
-    def has_change_permission(self, request, obj=None):
-        return self._may_edit(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return self._may_edit(request, obj)
-
-    def _may_edit(self, request, experiment) -> bool:
-        parent = self._parent()
-        if experiment is None:
-            return parent.has_add_permission(request)
-        return parent.has_change_permission(request, experiment)
+    # Searched as the person types, among the creatives and segments of their own workspaces (the
+    # campaigns admin's scoped querysets); the form accepts only those of workspaces they edit in.
+    autocomplete_fields = ["creative", "segment"]
 
 
 @admin.register(Experiment)
@@ -147,9 +132,7 @@ class ExperimentAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
             experiment = services.experiment_create(actor=actor, workspace=form.cleaned_data["workspace"],
                                                     campaign=form.cleaned_data["campaign"],
                                                     variants=arms.arm_settings(), **fields)
-        form.instance.pk = experiment.pk
-        form.instance.refresh_from_db()
-        form.instance._state.adding = False
+        adopt_saved(form.instance, experiment)
 
     def construct_change_message(self, request, form, formsets, add=False):
         # The arms were saved by the service; the audit event holds the full before / after.

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from accounts.permissions import WorkspaceRolePermission, request_actor, scope_to_caller
 from accounts.roles import Perm
+from rules.serializers import StatusChangeSerializer
 
 from . import services
 from .charts import effects_chart, lift_chart
@@ -21,7 +22,6 @@ from .models import Experiment
 from .selectors import experiment_results
 from .serializers import (
     ExperimentDetailSerializer,
-    ExperimentReasonSerializer,
     ExperimentResultsSerializer,
     ExperimentSerializer,
 )
@@ -88,26 +88,26 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
             variants=None if variants is None else [dict(v) for v in variants], **data,
         )
 
-    @extend_schema(request=ExperimentReasonSerializer, responses=ExperimentSerializer,
+    @extend_schema(request=StatusChangeSerializer, responses=ExperimentSerializer,
                    description="Approve the launch (four eyes: not by its creator). Needs a role that launches "
                                "experiments (approver, admin).")
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         return self._run(services.experiment_approve)
 
-    @extend_schema(request=ExperimentReasonSerializer, responses=ExperimentSerializer,
+    @extend_schema(request=StatusChangeSerializer, responses=ExperimentSerializer,
                    description=f"Start an approved experiment: fixes the planned sample and, for a holdout, "
                                f"holds the holdout arm's segment out of the rules. {_RUN_DOC}")
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         return self._run(services.experiment_start)
 
-    @extend_schema(request=ExperimentReasonSerializer, responses=ExperimentSerializer, description=f"Stop. {_RUN_DOC}")
+    @extend_schema(request=StatusChangeSerializer, responses=ExperimentSerializer, description=f"Stop. {_RUN_DOC}")
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         return self._run(services.experiment_stop)
 
-    @extend_schema(request=ExperimentReasonSerializer, responses=ExperimentSerializer,
+    @extend_schema(request=StatusChangeSerializer, responses=ExperimentSerializer,
                    description="Submit the proposed deployment of the winner (losers paused, budget moved) to the "
                                "change pipeline: applied when the approval policy allows, else pending approval. "
                                "Needs a role that decides changes.")
@@ -128,7 +128,7 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         return Response(ExperimentResultsSerializer(body).data)
 
     def _run(self, service):
-        body = ExperimentReasonSerializer(data=self.request.data)
+        body = StatusChangeSerializer(data=self.request.data)
         body.is_valid(raise_exception=True)
         experiment = service(actor=request_actor(self.request), experiment=self.get_object(),
                              reason=body.validated_data["reason"])

@@ -86,11 +86,6 @@ class ExperimentDetailSerializer(ExperimentSerializer):
         return campaign_power_analysis(experiment, variants, now=timezone.now()).as_dict()
 
 
-class ExperimentReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="",
-                                   help_text="Why; kept in the audit trail.")
-
-
 class ExperimentResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = ExperimentResult

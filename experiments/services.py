@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts.exceptions import Conflict, PermissionDenied
 from accounts.models import Workspace
 from accounts.roles import Perm
-from accounts.services import actor_may, require_perm, snapshot
+from accounts.services import actor_may, refuse_unknown_fields, require_perm, snapshot
 from audit.actors import Actor
 from audit.services import audit_record
 from campaigns.holdouts import holdout_assign, holdout_release
@@ -59,7 +59,7 @@ def experiment_create(*, actor: Actor, workspace: Workspace, campaign: Campaign,
                       **fields) -> Experiment:
     """A new experiment, always a draft; its creator cannot approve its launch."""
     require_perm(actor, Perm.EDIT_RULES, workspace.pk)
-    _refuse_unknown_fields(fields)
+    refuse_unknown_fields(fields, EXPERIMENT_FIELDS)
     experiment = Experiment(workspace=workspace, campaign=campaign, created_by=actor.user, **fields)
     _validate(experiment, variants)
     experiment.save()
@@ -73,7 +73,7 @@ def experiment_update(*, actor: Actor, experiment: Experiment, variants: Sequenc
                       reason: str = "", **fields) -> Experiment:
     """Edit a draft (or an approved experiment, which goes back to draft); `variants` replace the arms."""
     require_perm(actor, Perm.EDIT_RULES, experiment.workspace_id)
-    _refuse_unknown_fields(fields)
+    refuse_unknown_fields(fields, EXPERIMENT_FIELDS)
     experiment = _locked(experiment)
     if experiment.status not in EDITABLE_STATUSES:
         raise Conflict(f"A {experiment.get_status_display().lower()} experiment cannot be edited.")
@@ -304,12 +304,6 @@ def _require_status(experiment: Experiment, status: str, verb: str) -> None:
 def _require_any_perm(actor: Actor, experiment: Experiment, perms: Sequence[str]) -> None:
     if not any(actor_may(actor, perm, experiment.workspace_id) for perm in perms):
         raise PermissionDenied("You are not allowed to run experiments in this workspace.")
-
-
-def _refuse_unknown_fields(fields: Mapping) -> None:
-    unknown = sorted(set(fields) - set(EXPERIMENT_FIELDS))
-    if unknown:
-        raise ValidationError({name: ["This field cannot be set here."] for name in unknown})
 
 
 def _validate(experiment: Experiment, variants: Sequence[Mapping]) -> None:

@@ -16,7 +16,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from accounts.admin_scoping import WorkspaceScopedAdmin, register_workspace_lookup
+from accounts.admin_scoping import (
+    PartOfParentInline,
+    ReadOnlyScopedAdmin,
+    WorkspaceScopedAdmin,
+    adopt_saved,
+    register_workspace_lookup,
+)
 from accounts.exceptions import ApplicationError
 from accounts.roles import Perm
 from accounts.selectors import admin_workspace_ids
@@ -44,7 +50,7 @@ _STATUS_SERVICES = {
 }
 
 
-class TriggerInline(admin.StackedInline):
+class TriggerInline(PartOfParentInline, admin.StackedInline):
     model = Trigger
     form = TriggerForm
     formset = TriggerFormSet
@@ -53,28 +59,6 @@ class TriggerInline(admin.StackedInline):
     fields = [("metric", "kind", "direction", "threshold"), ("window_minutes", "baseline_minutes",
                                                               "consecutive_windows", "min_sample"),
               ("confidence", "k_sigma")]
-
-    # Triggers are part of their rule: whoever may edit the rule (or add one) edits its triggers.
-    def _rule_admin(self) -> "RuleAdmin":
-        return self.admin_site._registry[Rule]
-
-    def has_view_permission(self, request, obj=None):
-        return self._rule_admin().has_view_permission(request, obj)
-
-    def has_add_permission(self, request, obj=None):
-        return self._may_edit(request, obj)
-
-    def has_change_permission(self, request, obj=None):
-        return self._may_edit(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return self._may_edit(request, obj)
-
-    def _may_edit(self, request, rule) -> bool:
-        rule_admin = self._rule_admin()
-        return rule_admin.has_add_permission(request) if rule is None else rule_admin.has_change_permission(
-            request, rule
-        )
 
 
 @admin.register(Rule)
@@ -154,9 +138,7 @@ class RuleAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
             rule = services.rule_create(actor=actor, workspace=form.cleaned_data["workspace"], owner=request.user,
                                         triggers=triggers.trigger_settings(),
                                         campaigns=form.cleaned_data["campaigns"], **fields)
-        form.instance.pk = rule.pk
-        form.instance.refresh_from_db()
-        form.instance._state.adding = False
+        adopt_saved(form.instance, rule)
 
     def construct_change_message(self, request, form, formsets, add=False):
         # The triggers were saved by the service, not by their formset (which therefore lists no
@@ -250,19 +232,8 @@ class RuleAdmin(VersionHistoryAdminMixin, WorkspaceScopedAdmin):
         return redirect(reverse("admin:rules_rule_change", args=[rule.pk]))
 
 
-class _ReadOnlyAdmin(WorkspaceScopedAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Evaluation)
-class EvaluationAdmin(_ReadOnlyAdmin):
+class EvaluationAdmin(ReadOnlyScopedAdmin):
     list_display = ["window_end", "rule", "rule_version", "outcome", "source", "summary"]
     list_filter = ["outcome", "source", ("rule", _RELATED_ONLY), ("workspace", _RELATED_ONLY)]
     list_select_related = ["rule"]
@@ -280,7 +251,7 @@ class EvaluationAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(Change)
-class ChangeAdmin(_ReadOnlyAdmin):
+class ChangeAdmin(ReadOnlyScopedAdmin):
     list_display = ["created_at", "target_display", "field", "old_value", "capped_value", "status", "kind", "rule",
                     "bound_by", push_state]
     list_filter = ["status", "kind", "field", ("rule", _RELATED_ONLY), ("workspace", _RELATED_ONLY)]

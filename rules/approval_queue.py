@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from accounts.models import ApiToken, Workspace
 from accounts.selectors import memberships_of
@@ -56,16 +56,26 @@ def authorities_of(user, *, token: ApiToken | None = None) -> dict[int, Authorit
     return {workspace_id: authority for workspace_id, authority in found.items() if authority.level}
 
 
+def changes_awaiting(user, *, token: ApiToken | None = None) -> QuerySet[Change]:
+    """What waits for this person, as one query: changes awaiting a decision at a level they decide,
+    neither requested by them nor made by their rule."""
+    return _awaiting(user, authorities_of(user, token=token))
+
+
+def _awaiting(user, authorities: dict[int, Authority]) -> QuerySet[Change]:
+    decidable = Q(pk__in=[])
+    for workspace_id, authority in authorities.items():
+        decidable |= Q(workspace_id=workspace_id, approval_level__lte=authority.level)
+    return (Change.objects.filter(decidable, status__in=AWAITING_DECISION)
+            .exclude(requested_by=user).exclude(rule__owner=user))
+
+
 def approval_queue(*, user, now: datetime, token: ApiToken | None = None) -> list[QueueItem]:
     authorities = authorities_of(user, token=token)
     if not authorities:
         return []
-    decidable = Q()
-    for workspace_id, authority in authorities.items():
-        decidable |= Q(workspace_id=workspace_id, approval_level__lte=authority.level)
     changes = (
-        Change.objects.filter(decidable, status__in=AWAITING_DECISION)
-        .exclude(requested_by=user).exclude(rule__owner=user)
+        _awaiting(user, authorities)
         .select_related("segment__campaign", "creative__campaign", "campaign", "rule", "evaluation", "requested_by")
         .order_by("sla_due_at", "created_at", "pk")
     )

@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from accounts.admin_scoping import WorkspaceScopedAdmin
+from accounts.admin_scoping import ReadOnlyScopedAdmin, WorkspaceScopedAdmin, adopt_saved
 from accounts.exceptions import ApplicationError
 from accounts.roles import Perm
 
@@ -39,24 +39,6 @@ _DECISIONS = {"approve": approvals.change_approve, "reject": approvals.change_re
               "escalate": approvals.change_escalate}
 
 
-def _adopt(obj, saved) -> None:
-    """Make the admin's unsaved form instance the row a service created, for Django's add flow."""
-    obj.pk = saved.pk
-    obj.refresh_from_db()
-    obj._state.adding = False
-
-
-class _ReadOnly(WorkspaceScopedAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.display(description="Platform")
 def push_state(change) -> str:
     """Where an applied change stands with each connector (prefetch `pushes__connector`)."""
@@ -71,7 +53,7 @@ def push_state(change) -> str:
 # --- the approval queue ---------------------------------------------------------------------------
 
 @admin.register(ApprovalRequest)
-class ApprovalQueueAdmin(_ReadOnly):
+class ApprovalQueueAdmin(ReadOnlyScopedAdmin):
     view_perm = Perm.DECIDE_CHANGES
 
     def get_urls(self):
@@ -131,7 +113,7 @@ class ManualChangeForm(forms.ModelForm):
 
 
 @admin.register(ManualChange)
-class ManualChangeAdmin(_ReadOnly):
+class ManualChangeAdmin(ReadOnlyScopedAdmin):
     """Propose a change by hand; capped and routed like a rule's. Listed: the manual changes."""
 
     edit_perm = Perm.PROPOSE_CHANGES
@@ -159,7 +141,7 @@ class ManualChangeAdmin(_ReadOnly):
         data = form.cleaned_data
         saved = change_propose_manual(actor=self.actor(request), target=data["target"], field=data["field"],
                                       value=data["value"], reason=data["reason_text"])
-        _adopt(obj, saved)
+        adopt_saved(obj, saved)
         self.message_user(request, f"Change #{saved.pk} is {saved.get_status_display().lower()}: "
                                    f"{saved.old_value} → {saved.capped_value} (asked {saved.requested_value}).",
                           messages.INFO)
@@ -186,7 +168,7 @@ class ApprovalPolicyAdmin(WorkspaceScopedAdmin):
         if change:
             policy.approval_policy_update(actor=self.actor(request), policy=obj, **fields)
         else:
-            _adopt(obj, policy.approval_policy_create(actor=self.actor(request), workspace=form.cleaned_data[
+            adopt_saved(obj, policy.approval_policy_create(actor=self.actor(request), workspace=form.cleaned_data[
                 "workspace"], campaign=form.cleaned_data.get("campaign"), **fields))
 
     def delete_model(self, request, obj):
@@ -215,7 +197,7 @@ class _SecretShownOnce:
             return
         saved, secret = type(self).create_service(actor=self.actor(request), workspace=form.cleaned_data["workspace"],
                                                   **fields)
-        _adopt(obj, saved)
+        adopt_saved(obj, saved)
         if secret:
             self.message_user(request, f"“{saved}” created. Its signing secret, shown this once — copy it now: "
                                        f"{secret}", messages.WARNING)
@@ -269,7 +251,7 @@ class PlatformConnectorAdmin(_SecretShownOnce, WorkspaceScopedAdmin):
 # --- records --------------------------------------------------------------------------------------
 
 @admin.register(ChangePush)
-class ChangePushAdmin(_ReadOnly):
+class ChangePushAdmin(ReadOnlyScopedAdmin):
     """Applied changes on their way to the platforms: a failed push stays here until it is sent again."""
 
     list_display = ["change", "connector", "status", "attempts", "last_status_code", "last_error", "last_attempt_at",
@@ -292,7 +274,7 @@ class ChangePushAdmin(_ReadOnly):
 
 
 @admin.register(NotificationDelivery)
-class NotificationDeliveryAdmin(_ReadOnly):
+class NotificationDeliveryAdmin(ReadOnlyScopedAdmin):
     view_perm = Perm.MANAGE_WORKSPACE
     list_display = ["created_at", "event", "channel", "recipient", "status", "attempts", "last_status_code",
                     "last_error", "delivered_at"]
@@ -300,7 +282,7 @@ class NotificationDeliveryAdmin(_ReadOnly):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(_ReadOnly):
+class ApprovalAdmin(ReadOnlyScopedAdmin):
     list_display = ["created_at", "change", "decision", "level", "actor_label", "comment", "content_hash"]
     list_filter = ["decision"]
     list_select_related = ["change"]

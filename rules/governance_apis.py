@@ -22,6 +22,7 @@ from accounts.exceptions import NotFound, PermissionDenied
 from accounts.permissions import WorkspaceRolePermission, request_actor, scope_to_caller, token_of
 from accounts.roles import Perm
 from accounts.selectors import workspace_ids_for
+from accounts.viewsets import ServiceBackedViewSet
 from campaigns.models import Campaign, Creative, Segment
 
 from . import approvals as decisions
@@ -166,27 +167,10 @@ class ManualChangeViewSet(viewsets.GenericViewSet):
 
 # --- configuration: policies, endpoints, connectors ----------------------------------------------
 
-class _ConfigViewSet(viewsets.ModelViewSet):
+class _ConfigViewSet(ServiceBackedViewSet):
     """CRUD through services; reads for any role in the workspace, writes for workspace admins."""
 
-    permission_classes = [permissions.IsAuthenticated, WorkspaceRolePermission]
     write_perm = Perm.MANAGE_WORKSPACE
-    workspace_lookup = "workspace"
-    subject: str
-    create_service = update_service = delete_service = None
-
-    def get_queryset(self):
-        return scope_to_caller(self.queryset, self.request, workspace_lookup=self.workspace_lookup)
-
-    def perform_create(self, serializer):
-        serializer.instance = type(self).create_service(actor=request_actor(self.request), **serializer.validated_data)
-
-    def perform_update(self, serializer):
-        serializer.instance = type(self).update_service(
-            actor=request_actor(self.request), **{self.subject: serializer.instance}, **serializer.validated_data)
-
-    def perform_destroy(self, instance):
-        type(self).delete_service(actor=request_actor(self.request), **{self.subject: instance})
 
 
 class ApprovalPolicyViewSet(_ConfigViewSet):

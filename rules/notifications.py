@@ -16,14 +16,13 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Workspace
 from accounts.roles import Perm
-from accounts.services import require_perm, snapshot
+from accounts.services import locked_update, refuse_unknown_fields, require_perm, snapshot
 from audit.actors import Actor
 from audit.services import audit_record
 from campaigns.connectors import DELIVERY_HEADER, new_secret, post_signed_json
@@ -60,15 +59,8 @@ def notification_endpoint_create(*, actor: Actor, workspace: Workspace, name: st
 def notification_endpoint_update(*, actor: Actor, endpoint: NotificationEndpoint, reason: str = "",
                                  **fields) -> NotificationEndpoint:
     require_perm(actor, Perm.MANAGE_WORKSPACE, endpoint.workspace_id)
-    unknown = sorted(set(fields) - set(ENDPOINT_FIELDS))
-    if unknown:
-        raise ValidationError({name: ["This field cannot be changed here."] for name in unknown})
-    endpoint = NotificationEndpoint.objects.select_for_update().get(pk=endpoint.pk)
-    before = _public(endpoint)
-    for name, value in fields.items():
-        setattr(endpoint, name, value)
-    endpoint.full_clean()
-    endpoint.save()
+    refuse_unknown_fields(fields, ENDPOINT_FIELDS, verb="changed")
+    endpoint, before = locked_update(endpoint, fields, public=_public)
     audit_record(actor=actor, action="notification_endpoint.update", subject=endpoint, before=before,
                  after=_public(endpoint), reason=reason)
     return endpoint

@@ -25,14 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 
 from accounts.models import ApiToken, Membership, Workspace
 from accounts.roles import Perm, Role
 from accounts.selectors import membership_in
-from accounts.services import require_perm, snapshot
+from accounts.services import locked_update, refuse_unknown_fields, require_perm, snapshot
 from audit.actors import Actor
 from audit.services import audit_record
 from campaigns.models import Campaign, DeliveryStatus
@@ -55,7 +54,7 @@ def approval_policy_create(*, actor: Actor, workspace: Workspace, campaign: Camp
                            **fields) -> ApprovalPolicy:
     """The workspace's policy (campaign None), or a campaign's, which replaces it for that campaign."""
     require_perm(actor, Perm.MANAGE_WORKSPACE, workspace.pk)
-    _refuse_unknown(fields)
+    refuse_unknown_fields(fields, POLICY_FIELDS)
     policy = ApprovalPolicy(workspace=workspace, campaign=campaign, **fields)
     policy.full_clean()
     policy.save()
@@ -67,13 +66,8 @@ def approval_policy_create(*, actor: Actor, workspace: Workspace, campaign: Camp
 def approval_policy_update(*, actor: Actor, policy: ApprovalPolicy, reason: str = "", **fields) -> ApprovalPolicy:
     """Applies to changes routed from now on; changes already waiting keep their level and deadlines."""
     require_perm(actor, Perm.MANAGE_WORKSPACE, policy.workspace_id)
-    _refuse_unknown(fields)
-    policy = ApprovalPolicy.objects.select_for_update().get(pk=policy.pk)
-    before = snapshot(policy)
-    for name, value in fields.items():
-        setattr(policy, name, value)
-    policy.full_clean()
-    policy.save()
+    refuse_unknown_fields(fields, POLICY_FIELDS)
+    policy, before = locked_update(policy, fields)
     audit_record(actor=actor, action="approval_policy.update", subject=policy, before=before,
                  after=snapshot(policy), reason=reason)
     return policy
@@ -86,12 +80,6 @@ def approval_policy_delete(*, actor: Actor, policy: ApprovalPolicy, reason: str 
     audit_record(actor=actor, action="approval_policy.delete", subject=policy, before=snapshot(policy),
                  reason=reason)
     policy.delete()
-
-
-def _refuse_unknown(fields: dict) -> None:
-    unknown = sorted(set(fields) - set(POLICY_FIELDS))
-    if unknown:
-        raise ValidationError({name: ["This field cannot be set here."] for name in unknown})
 
 
 # --- reads ---------------------------------------------------------------------------------------

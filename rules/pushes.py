@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.exceptions import Conflict
@@ -56,6 +57,46 @@ def pushes_enqueue(*, changes: Sequence[Change]) -> list[ChangePush]:
     if ids:
         transaction.on_commit(lambda: _enqueue(ids))
     return pushes
+
+
+# A push's task runs within seconds of its change's commit. One never tried this long after it was
+# recorded lost its enqueue (the broker was down at commit).
+PUSH_LOST_AFTER = timedelta(minutes=5)
+# A push being retried may rightly wait up to its task's longest backoff between attempts (rules.tasks,
+# `retry_backoff_max`): only a longer silence means its retry was lost with its message.
+PUSH_RETRY_LOST_AFTER = timedelta(hours=1) + PUSH_LOST_AFTER
+
+
+def pushes_resend_lost(*, now: datetime) -> list[int]:
+    """Send again the pending pushes whose task was lost; returns their ids.
+
+    Each is claimed by a conditional UPDATE of `last_attempt_at` (healthchecks' flips): the row
+    changes only if it still holds the value read, so two beats never both send it. Delivery is at
+    least once anyway: a push whose task was only late is sent twice, and the receiver dedupes it.
+    """
+    lost = ChangePush.objects.filter(
+        Q(last_attempt_at__isnull=True, created_at__lte=now - PUSH_LOST_AFTER)
+        | Q(last_attempt_at__lte=now - PUSH_RETRY_LOST_AFTER),
+        status=ChangePush.Status.PENDING,
+    ).values_list("pk", "last_attempt_at")
+    claimed = [pk for pk, seen in lost if _claim_lost(pk, seen, now)]
+    if claimed:
+        transaction.on_commit(lambda: _enqueue(claimed))
+    return claimed
+
+
+@transaction.atomic
+def _claim_lost(push_id: int, seen: datetime | None, now: datetime) -> bool:
+    unchanged = Q(last_attempt_at__isnull=True) if seen is None else Q(last_attempt_at=seen)
+    if not ChangePush.objects.filter(unchanged, pk=push_id, status=ChangePush.Status.PENDING).update(
+            last_attempt_at=now):
+        return False  # another beat claimed it, or an attempt concluded it, since it was read
+    push = ChangePush.objects.get(pk=push_id)
+    audit_record(actor=Actor.worker("resend_lost_pushes"), action="change.push_resent", subject=push,
+                 workspace_id=push.workspace_id,
+                 before={"last_attempt_at": seen.isoformat() if seen else None},
+                 after={"change": push.change_id, "connector": push.connector_id, "last_attempt_at": now.isoformat()})
+    return True
 
 
 def _enqueue(push_ids: list[int]) -> None:

@@ -11,10 +11,12 @@ BEAT_TASKS = (
     # (name shown in the admin, task, every N minutes)
     ("Rules: evaluate due rules", "rules.tasks.evaluate_due_rules", 1),
 )
-# The approval workflow's clock (rules.approvals): SLA escalation and expiry of waiting changes.
+# The approval workflow's clock (rules.approvals): SLA escalation and expiry of waiting changes, and
+# the pushes of applied changes whose task was lost (rules.pushes).
 GOVERNANCE_BEAT_TASKS = (
     ("Approvals: escalate changes past their SLA", "rules.tasks.escalate_overdue_changes", 1),
     ("Approvals: expire changes waiting too long", "rules.tasks.expire_waiting_changes", 5),
+    ("Pushes: send again those whose task was lost", "rules.tasks.resend_lost_pushes", 5),
 )
 
 

@@ -52,6 +52,8 @@ class RuleSerializer(serializers.ModelSerializer):
 
 
 class StatusChangeSerializer(serializers.Serializer):
+    """The body of a status change (a rule activated, an experiment started, ...): why, for the audit."""
+
     reason = serializers.CharField(required=False, allow_blank=True, default="",
                                    help_text="Why; kept in the audit trail.")
 

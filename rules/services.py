@@ -16,7 +16,7 @@ from accounts.exceptions import Conflict, PermissionDenied
 from accounts.models import Workspace
 from accounts.roles import Perm
 from accounts.selectors import user_may
-from accounts.services import require_perm, snapshot
+from accounts.services import refuse_unknown_fields, require_perm, snapshot
 from audit.actors import Actor
 from audit.services import audit_record
 from campaigns.models import Campaign
@@ -55,7 +55,7 @@ def rule_create(
 ) -> Rule:
     """A new rule, always as a draft: only someone who may activate rules makes it live."""
     require_perm(actor, Perm.EDIT_RULES, workspace.pk)
-    _refuse_unknown_fields(fields)
+    refuse_unknown_fields(fields, RULE_FIELDS)
     rule = Rule(workspace=workspace, owner=owner, **fields)
     campaigns = list(campaigns)
     _validate(rule, triggers, campaigns)
@@ -78,7 +78,7 @@ def rule_update(
 ) -> Rule:
     """Edit a rule; `triggers`, when given, replace the rule's triggers in the same version."""
     require_perm(actor, Perm.EDIT_RULES, rule.workspace_id)
-    _refuse_unknown_fields(fields)
+    refuse_unknown_fields(fields, RULE_FIELDS)
     rule = Rule.objects.select_for_update().select_related("workspace").get(pk=rule.pk)
     _refuse_edit_of_live_rule(actor, rule)
     before = rule_snapshot(rule)
@@ -157,23 +157,23 @@ def evaluation_record(
 
 
 @transaction.atomic
-def evaluation_set_outcome(*, actor: Actor, evaluation: Evaluation, outcome: str, summary: str) -> Evaluation:
-    """Correct the outcome once the change pipeline has answered (e.g. every change was blocked by a cap)."""
+def evaluation_set_outcome(*, actor: Actor, evaluation: Evaluation, outcome: str, summary: str,
+                           inputs: dict | None = None) -> Evaluation:
+    """Correct the outcome once the change pipeline has answered (e.g. every change was blocked by a cap),
+    and, when given, the inputs (e.g. with the changes the pipeline blocked without recording them)."""
     before = {"outcome": evaluation.outcome}
     evaluation.outcome, evaluation.summary = outcome, summary
-    evaluation.save(update_fields=["outcome", "summary"])
+    fields = ["outcome", "summary"]
+    if inputs is not None:
+        evaluation.inputs = inputs
+        fields.append("inputs")
+    evaluation.save(update_fields=fields)
     audit_record(actor=actor, action="rule.evaluation_outcome", subject=evaluation,
                  workspace_id=evaluation.workspace_id, before=before, after={"outcome": outcome})
     return evaluation
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _refuse_unknown_fields(fields: Mapping) -> None:
-    unknown = sorted(set(fields) - set(RULE_FIELDS))
-    if unknown:
-        raise ValidationError({name: ["This field cannot be set here."] for name in unknown})
 
 
 def _refuse_edit_of_live_rule(actor: Actor, rule: Rule) -> None:

@@ -10,6 +10,8 @@
   escalate_overdue_changes  beat, every minute: changes past their approval level's SLA escalate,
                             each claimed once by a conditional update (rules.approvals);
   expire_waiting_changes    beat, every 5 minutes: changes waiting past their expiry expire;
+  resend_lost_pushes        beat, every 5 minutes: pending pushes whose task was lost (the broker
+                            down when their change committed) are claimed and enqueued again;
   deliver_notification      one e-mail or webhook (rules.notifications), enqueued on commit;
   push_change               one applied change to one connector (rules.pushes), enqueued on commit,
                             behind the connector's circuit breaker.
@@ -35,7 +37,7 @@ from .engine import evaluate_rules
 from .exceptions import CircuitOpen, DeliveryFailed
 from .models import Evaluation, Rule
 from .notifications import notification_deliver
-from .pushes import change_push_attempt
+from .pushes import change_push_attempt, pushes_resend_lost
 from .selectors import rules_due, rules_touching
 
 logger = logging.getLogger(__name__)
@@ -113,13 +115,18 @@ def expire_waiting_changes() -> int:
     return len(changes_expire())
 
 
+@shared_task(**_IDEMPOTENT_TASK)
+def resend_lost_pushes() -> int:
+    return len(pushes_resend_lost(now=timezone.now()))
+
+
 # Sending is retried longer than a database hiccup: an endpoint may be down for a while. The
 # last attempt marks the row failed (kept in the delivery or push log) instead of raising.
 _DELIVERY_TASK = {
     **_IDEMPOTENT_TASK,
     "autoretry_for": (OperationalError, DeliveryFailed, CircuitOpen),
     "retry_backoff": 30,
-    "retry_backoff_max": 3600,
+    "retry_backoff_max": 3600,  # rules.pushes.PUSH_RETRY_LOST_AFTER waits longer than this
     "max_retries": 10,
 }
 

@@ -12,6 +12,7 @@ from django.shortcuts import redirect
 from django.urls import path
 from django.utils.html import format_html_join
 
+from accounts.admin_scoping import ReadOnlyAdminMixin
 from accounts.exceptions import ApplicationError
 from accounts.roles import Perm
 from accounts.selectors import admin_workspace_ids, may_use_admin, user_may
@@ -25,7 +26,9 @@ from .change_trail import change_trail
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Append-only: nobody adds, changes or deletes an event here, not even a superuser."""
+
     list_display = ["id", "created_at", "workspace_id", "actor_label", "actor_kind", "action", "subject_type",
                     "subject_id", "short_reason"]
     list_filter = ["actor_kind", "action", "subject_type"]
@@ -42,16 +45,6 @@ class AuditEventAdmin(admin.ModelAdmin):
         if request.user.is_superuser:
             return events
         return events.filter(workspace_id__in=admin_workspace_ids(request.user, Perm.VIEW))
-
-    # Append-only: nobody adds, changes or deletes an event here, not even a superuser.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         return may_use_admin(request.user)

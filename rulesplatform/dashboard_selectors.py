@@ -18,10 +18,11 @@ from django.utils import timezone
 from accounts.models import Workspace
 from accounts.roles import Perm
 from accounts.selectors import admin_workspace_ids
+from campaigns.freshness import metrics_freshness
 from campaigns.metrics import get_metric
 from campaigns.models import Campaign, DeliveryStatus, Segment
 from campaigns.selectors import metric_timeseries
-from rules.approval_queue import authorities_of
+from rules.approval_queue import changes_awaiting
 from rules.changes import AWAITING_DECISION
 from rules.models import Change, Evaluation, Rule
 
@@ -308,18 +309,10 @@ class Freshness:
 
 
 def campaign_freshness(campaign: Campaign, *, now: datetime) -> Freshness:
-    """The same test the engine applies before acting (rules.engine): flagged, never fed, or too old."""
-    workspace = campaign.workspace
-    limit = workspace.freshness_limit_minutes
-    received, latest = campaign.metrics_received_at, campaign.metrics_latest_bucket
-    if received is None or latest is None:
-        return Freshness(campaign, "no data", None, limit)
-    # The newest bucket's data is as recent as that bucket's end.
-    newest = latest + timedelta(minutes=workspace.metric_bucket_minutes)
-    age = int((now - min(received, newest)).total_seconds() // 60)
-    if campaign.data_quality_flag:
-        return Freshness(campaign, "flagged", age, limit)
-    return Freshness(campaign, "stale" if age > limit else "fresh", age, limit)
+    """The test the engine applies before acting (campaigns.freshness): flagged, never fed, or too old."""
+    found = metrics_freshness(received_at=campaign.metrics_received_at, latest_bucket=campaign.metrics_latest_bucket,
+                              quality_flag=campaign.data_quality_flag, workspace=campaign.workspace, now=now)
+    return Freshness(campaign, found.state, found.age_minutes, found.limit_minutes)
 
 
 def freshness_of(campaigns, *, now: datetime) -> list[Freshness]:
@@ -355,22 +348,12 @@ def approval_queue_url() -> str:
     return reverse("admin:rules_approvalrequest_changelist")
 
 
-def approvals_waiting_for(user):
-    """What the approval queue (rules.approval_queue) lists for this person, as one countable query:
-    changes awaiting a decision at a level they decide, neither requested by them nor made by their rule."""
-    decidable = Q(pk__in=[])
-    for workspace_id, authority in authorities_of(user).items():
-        decidable |= Q(workspace_id=workspace_id, approval_level__lte=authority.level)
-    return (Change.objects.filter(decidable, status__in=AWAITING_DECISION)
-            .exclude(requested_by=user).exclude(rule__owner=user))
-
-
 def today(user, *, now: datetime | None = None) -> dict:
     """What the admin index shows first: approvals waiting for me, rules that fired, stale feeds."""
     now = now or timezone.now()
     workspace_ids = viewable_workspace_ids(user)
     return {
-        "approvals_waiting": approvals_waiting_for(user).count(),
+        "approvals_waiting": changes_awaiting(user).count(),
         "approval_queue_url": approval_queue_url(),
         "fired_rules": rules_fired_since(workspace_ids, since=now - timedelta(hours=24)),
         "stale_feeds": stale_feeds(workspace_ids, now=now),

@@ -3,6 +3,7 @@ from rest_framework.test import APIClient
 
 from accounts.roles import Role
 from audit.actors import Actor
+from rulesplatform.celery import app
 from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory
 
 
@@ -61,3 +62,12 @@ def client_for(api_client):
 @pytest.fixture
 def superuser(db):
     return UserFactory(username="root", is_superuser=True)
+
+
+@pytest.fixture
+def eager_tasks():
+    """`.delay()` runs the task in place, and its errors surface in the test."""
+    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = previous

@@ -2,7 +2,9 @@ from decimal import Decimal
 
 import pytest
 
+from campaigns import services as campaign_services
 from rules import services as rule_services
+from tests.factories import CampaignFactory
 
 
 @pytest.fixture
@@ -24,3 +26,13 @@ def make_rule(workspace, admin_user, admin_actor):
         )
 
     return make
+
+
+@pytest.fixture
+def edited_campaign(workspace, admin_actor):
+    """A campaign of `workspace` with three versions: created, renamed, given more budget."""
+    campaign = CampaignFactory(workspace=workspace, name="Spring")
+    campaign_services.campaign_update(actor=admin_actor, campaign=campaign, name="Spring sale", reason="rename")
+    campaign_services.campaign_update(actor=admin_actor, campaign=campaign, daily_budget=Decimal("2500"),
+                                      reason="more budget")
+    return campaign

@@ -1,6 +1,5 @@
 """Admin: the read-only, scoped audit log, and the History & diff page of a versioned object."""
 
-from decimal import Decimal
 
 import pytest
 from django.test import Client
@@ -8,9 +7,8 @@ from django.test import Client
 from accounts import services as account_services
 from accounts.roles import Role
 from audit.models import AuditEvent
-from campaigns import services as campaign_services
 from campaigns.models import Campaign
-from tests.factories import CampaignFactory, MembershipFactory
+from tests.factories import MembershipFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -19,15 +17,6 @@ def _client(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
-
-
-@pytest.fixture
-def edited_campaign(workspace, admin_actor):
-    campaign = CampaignFactory(workspace=workspace, name="Spring")
-    campaign_services.campaign_update(actor=admin_actor, campaign=campaign, name="Spring sale", reason="rename")
-    campaign_services.campaign_update(actor=admin_actor, campaign=campaign, daily_budget=Decimal("2500"),
-                                      reason="more budget")
-    return campaign
 
 
 def test_audit_event_admin__lists_only_the_users_workspaces(admin_user, edited_campaign, other_workspace,

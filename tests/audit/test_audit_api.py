@@ -18,15 +18,6 @@ from tests.factories import CampaignFactory, MembershipFactory, SegmentFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def edited_campaign(workspace, admin_actor):
-    campaign = CampaignFactory(workspace=workspace, name="Spring")
-    campaign_services.campaign_update(actor=admin_actor, campaign=campaign, name="Spring sale", reason="rename")
-    campaign_services.campaign_update(actor=admin_actor, campaign=campaign, daily_budget=Decimal("2500"),
-                                      reason="more budget")
-    return campaign
-
-
 def _versions(client, obj, label):
     response = client.get("/api/v1/versions/", {"model": label, "object_id": obj.pk})
     assert response.status_code == 200, response.data

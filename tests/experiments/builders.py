@@ -8,12 +8,16 @@ incident plant an effect on one arm only.
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, NamedTuple
 
 from django.utils import timezone
 
+from accounts.models import Workspace
 from accounts.roles import Role
 from audit.actors import Actor
+from campaigns.models import Campaign, Segment
 from campaigns.simulator import Incident, bucket_range, simulate_and_ingest
+from experiments.models import Experiment
 from experiments.services import experiment_approve, experiment_create, experiment_start
 from tests.factories import CampaignFactory, MembershipFactory, SegmentFactory, WorkspaceFactory
 
@@ -75,3 +79,32 @@ def simulate(workspace, *, start: datetime, days: int, seed: int = 1, incidents=
 def on_arm(audience: str, name: str, **effects) -> Incident:
     """An incident hitting one arm's segment only: a planted effect."""
     return Incident(name, {"audience": audience}, effects)
+
+
+class TwoArms(NamedTuple):
+    """A daily workspace with a marketer and an approver, and a campaign with two arm segments."""
+
+    workspace: Workspace
+    marketer: Any
+    approver: Any
+    campaign: Campaign
+    control: Segment
+    treated: Segment
+
+    def draft(self, **fields) -> Experiment:
+        """An audience experiment on the two arms, created by the marketer."""
+        return audience_experiment(self.workspace, self.campaign, self.control, self.treated, creator=self.marketer,
+                                   **fields)
+
+    def running(self, *, days: int, incidents=(), **fields) -> Experiment:
+        """A draft launched `days` ago by the approver, with those days of simulated traffic since."""
+        started = today() - days * DAY
+        experiment = launch(self.draft(**fields), approver=self.approver, at=started)
+        simulate(self.workspace, start=started, days=days, incidents=incidents)
+        return experiment
+
+
+def two_arms(**segment_fields) -> TwoArms:
+    workspace = daily_workspace()
+    marketer, approver = people(workspace)
+    return TwoArms(workspace, marketer, approver, *two_arm_campaign(workspace, **segment_fields))

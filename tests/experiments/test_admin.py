@@ -147,3 +147,29 @@ def test_results_page__another_workspace__answers_404(space, browser):
 
     assert client.get(reverse("admin:experiments_experiment_results", args=[theirs.pk])).status_code == 404
     assert client.get(reverse("admin:experiments_experiment_change", args=[theirs.pk])).status_code == 302
+
+
+def test_arm_pickers__search_offers_only_segments_of_the_users_workspaces(space, browser):
+    workspace, campaign, control, treated = space
+    _other_campaign, foreign_a, foreign_b = two_arm_campaign(daily_workspace())
+    client, _ = browser(Role.MARKETER)
+
+    response = client.get(reverse("admin:autocomplete"), {
+        "app_label": "experiments", "model_name": "variant", "field_name": "segment", "term": "Arm"})
+
+    assert response.status_code == 200
+    assert {int(item["id"]) for item in response.json()["results"]} == {control.pk, treated.pk}
+
+
+def test_add__arm_on_another_workspaces_segment__is_refused_by_the_picker(space, browser):
+    workspace, campaign, control, treated = space
+    _other_campaign, foreign, _ = two_arm_campaign(daily_workspace())
+    client, _ = browser(Role.MARKETER)
+    arms = [{"key": "control", "name": "Control", "is_control": "on", "segment": control.pk},
+            {"key": "treated", "name": "Treated", "segment": foreign.pk}]
+
+    response = client.post(ADD_URL, _form(space, arms))
+
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not Experiment.objects.exists()

@@ -14,14 +14,9 @@ from rules.models import Change
 from tests.experiments.builders import (
     DAY,
     WORKER,
-    audience_experiment,
-    daily_workspace,
-    launch,
     on_arm,
-    people,
-    simulate,
     today,
-    two_arm_campaign,
+    two_arms,
 )
 
 pytestmark = pytest.mark.django_db
@@ -30,15 +25,10 @@ BUDGET = Decimal("2000")
 
 @pytest.fixture
 def bandit():
-    workspace = daily_workspace()
-    marketer, approver = people(workspace)
-    campaign, control, treated = two_arm_campaign(workspace, daily_budget=BUDGET)
-    experiment = audience_experiment(workspace, campaign, control, treated, creator=marketer, method="bayesian",
-                                     bandit=True, bandit_floor_pct=Decimal("10"))
-    started = today() - 3 * DAY
-    experiment = launch(experiment, approver=approver, at=started)
-    simulate(workspace, start=started, days=3, incidents=[on_arm("b", "better", ctr=1.3)])
-    return experiment, control, treated
+    arms = two_arms(daily_budget=BUDGET)
+    experiment = arms.running(days=3, incidents=[on_arm("b", "better", ctr=1.3)], method="bayesian", bandit=True,
+                              bandit_floor_pct=Decimal("10"))
+    return experiment, arms.control, arms.treated
 
 
 def test_rebalance__better_arm__gets_the_weight_and_capped_budget_with_the_total_conserved(bandit):

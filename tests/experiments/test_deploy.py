@@ -13,16 +13,13 @@ from experiments.models import Experiment
 from experiments.services import experiment_analyse, experiment_create, experiment_deploy
 from rules.models import ApprovalPolicy, Change
 from tests.experiments.builders import (
-    DAY,
     WORKER,
-    audience_experiment,
     daily_workspace,
-    launch,
     on_arm,
     people,
-    simulate,
     today,
     two_arm_campaign,
+    two_arms,
 )
 from tests.factories import CreativeFactory
 
@@ -32,20 +29,15 @@ BUDGET = Decimal("2000")
 
 def _concluded(*, auto_deploy: bool, policy_gates=None):
     """A sequential audience experiment whose variant wins clearly (CTR x 1.3), analysed once."""
-    workspace = daily_workspace()
+    arms = two_arms(daily_budget=BUDGET)
     if policy_gates is not None:
-        ApprovalPolicy.objects.create(workspace=workspace, always_require_approval=policy_gates)
-    marketer, approver = people(workspace)
-    campaign, control, treated = two_arm_campaign(workspace, daily_budget=BUDGET)
-    experiment = audience_experiment(workspace, campaign, control, treated, creator=marketer, method="sequential",
-                                     auto_deploy=auto_deploy)
-    started = today() - 5 * DAY
-    experiment = launch(experiment, approver=approver, at=started)
-    simulate(workspace, start=started, days=5, incidents=[on_arm("b", "better", ctr=1.3)])
+        ApprovalPolicy.objects.create(workspace=arms.workspace, always_require_approval=policy_gates)
+    experiment = arms.running(days=5, incidents=[on_arm("b", "better", ctr=1.3)], method="sequential",
+                              auto_deploy=auto_deploy)
     experiment_analyse(actor=WORKER, experiment=experiment, now=today())
     experiment = Experiment.objects.get(pk=experiment.pk)
     assert (experiment.status, experiment.winner.key) == ("concluded", "treated")
-    return experiment, control, treated, approver, marketer
+    return experiment, arms.control, arms.treated, arms.approver, arms.marketer
 
 
 def _changes(experiment) -> dict[tuple[int, str], Change]:

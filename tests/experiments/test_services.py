@@ -25,12 +25,11 @@ from tests.experiments.builders import (
     WORKER,
     arms,
     audience_experiment,
-    daily_workspace,
     launch,
-    people,
     simulate,
     today,
     two_arm_campaign,
+    two_arms,
 )
 from tests.factories import CampaignFactory, CreativeFactory, MembershipFactory
 
@@ -39,22 +38,14 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def setup():
-    workspace = daily_workspace()
-    marketer, approver = people(workspace)
-    campaign, control, treated = two_arm_campaign(workspace)
-    return workspace, marketer, approver, campaign, control, treated
-
-
-def _experiment(setup, **fields):
-    workspace, marketer, _approver, campaign, control, treated = setup
-    return audience_experiment(workspace, campaign, control, treated, creator=marketer, **fields)
+    return two_arms()
 
 
 # --- create and edit ---------------------------------------------------------------------------
 
 
 def test_experiment_create__valid__is_a_draft_with_its_arms_and_an_audit_event(setup):
-    experiment = _experiment(setup)
+    experiment = setup.draft()
 
     assert (experiment.status, experiment.created_by) == ("draft", setup[1])
     assert sorted(experiment.variants.values_list("key", "is_control")) == [("control", True), ("treated", False)]
@@ -115,7 +106,7 @@ def test_experiment_create__without_edit_rights__is_refused(setup):
 
 
 def test_experiment_update__approved__goes_back_to_draft_for_a_new_approval(setup):
-    experiment = _experiment(setup)
+    experiment = setup.draft()
     experiment_approve(actor=Actor.for_user(setup[2]), experiment=experiment)
 
     experiment = experiment_update(actor=Actor.for_user(setup[1]), experiment=experiment,
@@ -125,7 +116,7 @@ def test_experiment_update__approved__goes_back_to_draft_for_a_new_approval(setu
 
 
 def test_experiment_update__moving_the_control__keeps_one_control(setup):
-    experiment = _experiment(setup)
+    experiment = setup.draft()
     variants = arms(setup[4], setup[5])
     variants[0]["is_control"], variants[1]["is_control"] = False, True
 
@@ -148,7 +139,7 @@ def test_experiment_approve__by_its_creator__is_refused_even_for_an_admin(setup)
 
 
 def test_experiment_approve__by_a_marketer__is_refused(setup):
-    experiment = _experiment(setup)
+    experiment = setup.draft()
     other_marketer = MembershipFactory(workspace=setup[0], role=Role.MARKETER).user
 
     with pytest.raises(PermissionDenied):
@@ -157,11 +148,11 @@ def test_experiment_approve__by_a_marketer__is_refused(setup):
 
 def test_experiment_approve__by_a_worker__is_refused(setup):
     with pytest.raises(PermissionDenied):
-        experiment_approve(actor=WORKER, experiment=_experiment(setup))
+        experiment_approve(actor=WORKER, experiment=setup.draft())
 
 
 def test_experiment_approve__by_another_approver__approves_and_records_the_power_analysis(setup):
-    experiment = experiment_approve(actor=Actor.for_user(setup[2]), experiment=_experiment(setup))
+    experiment = experiment_approve(actor=Actor.for_user(setup[2]), experiment=setup.draft())
 
     assert (experiment.status, experiment.approved_by) == ("approved", setup[2])
     event = AuditEvent.objects.get(action="experiment.approve")
@@ -170,7 +161,7 @@ def test_experiment_approve__by_another_approver__approves_and_records_the_power
 
 def test_experiment_start__not_approved__is_refused(setup):
     with pytest.raises(Conflict):
-        experiment_start(actor=Actor.for_user(setup[2]), experiment=_experiment(setup))
+        experiment_start(actor=Actor.for_user(setup[2]), experiment=setup.draft())
 
 
 # --- start and stop ----------------------------------------------------------------------------
@@ -178,7 +169,7 @@ def test_experiment_start__not_approved__is_refused(setup):
 
 def test_experiment_start__fixed_horizon__fixes_the_planned_sample_from_the_last_week(setup):
     workspace, *_ = setup
-    experiment = _experiment(setup, method="fixed")
+    experiment = setup.draft(method="fixed")
     simulate(workspace, start=today() - 7 * DAY, days=7)
 
     experiment = launch(experiment, approver=setup[2], at=today())
@@ -188,7 +179,7 @@ def test_experiment_start__fixed_horizon__fixes_the_planned_sample_from_the_last
 
 
 def test_experiment_start__fixed_horizon_without_traffic__is_refused_with_the_reason(setup):
-    experiment = _experiment(setup, method="fixed")
+    experiment = setup.draft(method="fixed")
     experiment_approve(actor=Actor.for_user(setup[2]), experiment=experiment)
 
     with pytest.raises(Conflict, match="no traffic"):
@@ -197,7 +188,7 @@ def test_experiment_start__fixed_horizon_without_traffic__is_refused_with_the_re
 
 def test_experiment_start__arm_key_used_by_another_running_experiment__is_refused(setup):
     workspace, marketer, approver, campaign, control, treated = setup
-    launch(_experiment(setup), approver=approver, at=today())
+    launch(setup.draft(), approver=approver, at=today())
     other_control, other_treated = two_arm_campaign(workspace)[1:]
     other_control.campaign = other_treated.campaign = campaign
     other_control.save()
@@ -223,7 +214,7 @@ def test_experiment_start__bid_arms_not_bidding_their_setting__is_refused(setup)
 
 
 def test_experiment_stop__running__stops_with_the_reason_and_audits(setup):
-    experiment = launch(_experiment(setup), approver=setup[2], at=today())
+    experiment = launch(setup.draft(), approver=setup[2], at=today())
 
     experiment = experiment_stop(actor=Actor.for_user(setup[1]), experiment=experiment, reason="Wrong audience")
 
@@ -232,7 +223,7 @@ def test_experiment_stop__running__stops_with_the_reason_and_audits(setup):
 
 
 def test_experiment_stop__integrator__is_refused(setup):
-    experiment = launch(_experiment(setup), approver=setup[2], at=today())
+    experiment = launch(setup.draft(), approver=setup[2], at=today())
     integrator = MembershipFactory(workspace=setup[0], role=Role.INTEGRATOR).user
 
     with pytest.raises(PermissionDenied):
@@ -255,19 +246,19 @@ def test_holdout__start_holds_the_control_segment_out_and_stop_releases_it(setup
 
 
 def test_experiment_analyse__by_a_person__is_refused(setup):
-    experiment = launch(_experiment(setup), approver=setup[2], at=today())
+    experiment = launch(setup.draft(), approver=setup[2], at=today())
 
     with pytest.raises(PermissionDenied):
         experiment_analyse(actor=Actor.for_user(setup[2]), experiment=experiment)
 
 
 def test_experiment_analyse__not_running__does_nothing(setup):
-    assert experiment_analyse(actor=WORKER, experiment=_experiment(setup)) is None
+    assert experiment_analyse(actor=WORKER, experiment=setup.draft()) is None
 
 
 def test_experiment_analyse__keeps_every_run_for_the_charts(setup):
     workspace, *_ = setup
-    experiment = launch(_experiment(setup, method="sequential"), approver=setup[2], at=today() - 4 * DAY)
+    experiment = launch(setup.draft(method="sequential"), approver=setup[2], at=today() - 4 * DAY)
     simulate(workspace, start=today() - 4 * DAY, days=4)
 
     for day in (2, 3, 4):

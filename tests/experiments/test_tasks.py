@@ -6,28 +6,13 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from experiments.models import Experiment
 from experiments.schedules import BEAT_TASKS, ensure_beat_schedule
 from experiments.tasks import analyse_experiment, analyse_running_experiments, rebalance_bandits
-from rulesplatform.celery import app
 from tests.experiments.builders import (
-    DAY,
     audience_experiment,
-    daily_workspace,
-    launch,
-    people,
-    simulate,
-    today,
     two_arm_campaign,
+    two_arms,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def eager():
-    """`.delay()` runs the task in place, and its errors surface in the test."""
-    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = previous
 
 
 def test_beat_schedule__is_created_by_migrate_and_an_admin_edit_survives_the_next_migrate():
@@ -46,16 +31,10 @@ def test_beat_schedule__is_created_by_migrate_and_an_admin_edit_survives_the_nex
 
 
 def _running(*, bandit: bool = False):
-    workspace = daily_workspace()
-    marketer, approver = people(workspace)
-    campaign, control, treated = two_arm_campaign(workspace)
-    experiment = audience_experiment(workspace, campaign, control, treated, creator=marketer, bandit=bandit)
-    launch(experiment, approver=approver, at=today() - 2 * DAY)
-    simulate(workspace, start=today() - 2 * DAY, days=2)
-    return experiment
+    return two_arms().running(days=2, bandit=bandit)
 
 
-def test_analyse_running_experiments__analyses_each_running_experiment(eager):
+def test_analyse_running_experiments__analyses_each_running_experiment(eager_tasks):
     running = _running()
     draft = audience_experiment(running.workspace, *two_arm_campaign(running.workspace),
                                 creator=running.created_by, name="Draft")
@@ -65,7 +44,7 @@ def test_analyse_running_experiments__analyses_each_running_experiment(eager):
     assert running.results.count() == 1 and not draft.results.exists()
 
 
-def test_analyse_experiment__vanished_or_stopped__does_nothing(eager):
+def test_analyse_experiment__vanished_or_stopped__does_nothing(eager_tasks):
     assert analyse_experiment.delay(987_654).get() is None
     running = _running()
     Experiment.objects.filter(pk=running.pk).update(status="stopped")
@@ -74,7 +53,7 @@ def test_analyse_experiment__vanished_or_stopped__does_nothing(eager):
     assert not running.results.exists()
 
 
-def test_rebalance_bandits__runs_a_cycle_for_bandit_experiments_only(eager):
+def test_rebalance_bandits__runs_a_cycle_for_bandit_experiments_only(eager_tasks):
     bandit, plain = _running(bandit=True), _running()
 
     assert rebalance_bandits.delay().get() == 1

@@ -13,12 +13,9 @@ from experiments.models import Experiment
 from experiments.services import experiment_update
 from tests.experiments.builders import (
     arms,
-    audience_experiment,
-    daily_workspace,
     launch,
-    people,
     today,
-    two_arm_campaign,
+    two_arms,
 )
 from tests.factories import MembershipFactory
 
@@ -27,10 +24,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def edited():
-    workspace = daily_workspace()
-    marketer, approver = people(workspace)
-    campaign, control, treated = two_arm_campaign(workspace)
-    experiment = audience_experiment(workspace, campaign, control, treated, creator=marketer)
+    workspace, marketer, approver, _campaign, control, treated = setup = two_arms()
+    experiment = setup.draft()
     variants = arms(control, treated)
     variants[1]["weight"] = Decimal("3")
     experiment_update(actor=Actor.for_user(marketer), experiment=experiment, variants=variants,

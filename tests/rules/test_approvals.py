@@ -54,11 +54,6 @@ def strict_policy(workspace):
 
 
 @pytest.fixture
-def segment(workspace):
-    return SegmentFactory(campaign=CampaignFactory(workspace=workspace), bid=D("1.00"))
-
-
-@pytest.fixture
 def pending(strict_policy, segment):
     """A 10% bid change waiting at level 1."""
     change = propose_bid(segment, "1.1000")

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.roles import Role
 from audit.actors import Actor
+from rules.approval_queue import approval_queue, changes_awaiting
 from rules.approvals import change_escalate
 from rules.exceptions import CommentRequired, InvalidManualChange
 from rules.manual_changes import change_propose_manual
@@ -76,6 +77,20 @@ def test_queue__hides_own_changes_and_levels_above_mine(workspace, segment, clie
     assert listed(owner) == [requested.pk]  # not the change of their own rule
     assert listed(approver(workspace, level=1)) == [own.pk]  # level 2 is above them
     assert sorted(listed(approver(workspace, level=2))) == sorted([own.pk, requested.pk])
+
+
+def test_changes_awaiting__is_what_the_queue_lists(workspace, segment, member):
+    owner = approver(workspace, level=2)
+    own = rule_change(workspace, segment, owner=owner)
+    requested = change_propose_manual(actor=Actor.for_user(member(Role.MARKETER)), target=segment, field="bid",
+                                      value="1.10", reason="Push it")
+    change_escalate(actor=Actor.for_user(approver(workspace)), change=requested, comment="For level 2")
+
+    for person in (owner, approver(workspace, level=1), approver(workspace, level=2), member(Role.MARKETER)):
+        queued = [item.change.pk for item in approval_queue(user=person, now=timezone.now())]
+        assert sorted(changes_awaiting(person).values_list("pk", flat=True)) == sorted(queued)
+    assert list(changes_awaiting(approver(workspace, level=2)).order_by("pk")) == sorted(
+        [own, requested], key=lambda change: change.pk)
 
 
 def test_queue__never_shows_another_workspaces_changes(workspace, other_workspace, segment, client_for):

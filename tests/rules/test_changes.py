@@ -29,11 +29,6 @@ def propose_bid(segment, new_bid: str, *, key: str = "test:bid", batch_id: str =
     return change
 
 
-@pytest.fixture
-def segment(workspace):
-    return SegmentFactory(campaign=CampaignFactory(workspace=workspace), bid=D("1.00"))
-
-
 # --- apply ------------------------------------------------------------------------------------------
 
 def test_change_apply__updates_the_target_and_audits_before_and_after(segment):

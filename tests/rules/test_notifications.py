@@ -16,8 +16,6 @@ from rules.manual_changes import change_propose_manual
 from rules.models import Change, NotificationDelivery, NotificationEvent, Rule
 from rules.notifications import notification_deliver, notification_endpoint_create
 from rules.tasks import deliver_notification
-from rulesplatform.celery import app
-from tests.factories import CampaignFactory, SegmentFactory
 from tests.rules.facts import NOW
 from tests.rules.governance_builders import approver, policy
 from tests.rules.pipeline_builders import reloaded, rule_with_action, run
@@ -25,19 +23,6 @@ from tests.rules.receiver import Receiver
 
 pytestmark = pytest.mark.django_db
 Delivery = NotificationDelivery
-
-
-@pytest.fixture
-def eager_tasks():
-    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = previous
-
-
-@pytest.fixture
-def segment(workspace):
-    return SegmentFactory(campaign=CampaignFactory(workspace=workspace), bid=Decimal("1.00"))
 
 
 @pytest.fixture

@@ -6,39 +6,32 @@ from decimal import Decimal
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from accounts.exceptions import Conflict
+from audit.models import AuditEvent
 from rules.changes import change_apply
 from rules.exceptions import CircuitOpen, DeliveryFailed
 from rules.models import Change, ChangePush, PlatformConnector, SandboxReceipt
 from rules.pushes import (
+    PUSH_LOST_AFTER,
+    PUSH_RETRY_LOST_AFTER,
     breaker_admit,
     change_push_attempt,
     change_push_retry,
     connector_create,
     connector_ensure_sandbox,
+    pushes_resend_lost,
 )
-from rulesplatform.celery import app
-from tests.factories import CampaignFactory, SegmentFactory
+from rules.tasks import resend_lost_pushes
+from tests.factories import CampaignFactory, SegmentFactory, WorkspaceFactory
 from tests.rules.facts import NOW, SYSTEM
 from tests.rules.governance_builders import propose_bid
 from tests.rules.receiver import Receiver
+from tests.rules.test_changes import _in_threads, postgres_only
 
 pytestmark = pytest.mark.django_db
 Breaker = PlatformConnector.Breaker
-
-
-@pytest.fixture
-def eager_tasks():
-    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = previous
-
-
-@pytest.fixture
-def segment(workspace):
-    return SegmentFactory(campaign=CampaignFactory(workspace=workspace), bid=Decimal("1.00"))
 
 
 def applied_change(segment, key: str) -> Change:
@@ -181,3 +174,75 @@ def test_change_admin__shows_an_applied_change_whose_push_failed(workspace, admi
 
     assert "Ads platform: push failed (1 attempts" in listing.text
     assert page.status_code == 200 and "push failed" in page.text
+
+
+# --- pushes whose task was lost --------------------------------------------------------------------
+
+def _lost_push(segment, admin_actor, *, key: str = "a", **fields) -> ChangePush:
+    """A pending push whose enqueue never happened: its change's on-commit callback is never run here."""
+    connector_ensure_sandbox(actor=admin_actor, workspace=segment.campaign.workspace)
+    push = ChangePush.objects.get(change=applied_change(segment, key))
+    ChangePush.objects.filter(pk=push.pk).update(**fields)
+    return ChangePush.objects.get(pk=push.pk)
+
+
+def test_resend_lost_pushes__never_tried_past_the_limit__is_claimed_sent_and_audited(
+        segment, admin_actor, eager_tasks, django_capture_on_commit_callbacks):
+    push = _lost_push(segment, admin_actor, created_at=timezone.now() - PUSH_LOST_AFTER - timedelta(minutes=1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert resend_lost_pushes.delay().get() == 1
+
+    push.refresh_from_db()
+    assert (push.status, push.attempts) == (ChangePush.Status.SUCCEEDED, 1)
+    assert SandboxReceipt.objects.get().payload["change_id"] == push.change_id
+    event = AuditEvent.objects.get(action="change.push_resent")
+    assert (event.subject_id, event.before) == (str(push.pk), {"last_attempt_at": None})
+
+
+def test_resend_lost_pushes__recent_or_still_retrying__are_left_alone(segment, admin_actor):
+    now = timezone.now()
+    recent = _lost_push(segment, admin_actor, key="a", created_at=now - PUSH_LOST_AFTER + timedelta(minutes=1))
+    retrying = _lost_push(segment, admin_actor, key="b", created_at=now - timedelta(hours=3), attempts=4,
+                          last_attempt_at=now - PUSH_RETRY_LOST_AFTER + timedelta(minutes=1))
+    done = _lost_push(segment, admin_actor, key="c", created_at=now - timedelta(hours=3),
+                      status=ChangePush.Status.FAILED)
+
+    assert pushes_resend_lost(now=now) == []
+    for push in (recent, retrying, done):
+        assert ChangePush.objects.get(pk=push.pk).last_attempt_at == push.last_attempt_at
+
+
+def test_resend_lost_pushes__a_retry_silent_past_the_longest_backoff__is_sent_again(segment, admin_actor):
+    now = timezone.now()
+    push = _lost_push(segment, admin_actor, created_at=now - timedelta(hours=3), attempts=4,
+                      last_attempt_at=now - PUSH_RETRY_LOST_AFTER - timedelta(minutes=1))
+
+    assert pushes_resend_lost(now=now) == [push.pk]
+    assert ChangePush.objects.get(pk=push.pk).last_attempt_at == now
+
+
+def test_resend_lost_pushes__the_next_beat__does_not_send_it_again(segment, admin_actor):
+    now = timezone.now()
+    push = _lost_push(segment, admin_actor, created_at=now - PUSH_LOST_AFTER - timedelta(minutes=1))
+
+    assert pushes_resend_lost(now=now) == [push.pk]
+    assert pushes_resend_lost(now=now + timedelta(minutes=5)) == []
+    assert AuditEvent.objects.filter(action="change.push_resent").count() == 1
+
+
+@pytest.mark.postgres
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_beats__resend_a_lost_push_exactly_once():
+    workspace = WorkspaceFactory()
+    segment = SegmentFactory(campaign=CampaignFactory(workspace=workspace), bid=Decimal("1.00"))
+    change = propose_bid(segment, "1.1000")
+    connector = connector_ensure_sandbox(actor=SYSTEM, workspace=workspace)
+    push = ChangePush.objects.create(workspace=workspace, change=change, connector=connector)
+    ChangePush.objects.filter(pk=push.pk).update(created_at=timezone.now() - timedelta(hours=1))
+
+    results = _in_threads(4, lambda: pushes_resend_lost(now=timezone.now()))
+
+    assert sorted(results) == [[], [], [], [push.pk]]
+    assert AuditEvent.objects.filter(action="change.push_resent").count() == 1

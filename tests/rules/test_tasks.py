@@ -15,7 +15,6 @@ from rules.engine import evaluate_rules
 from rules.models import Change, Evaluation
 from rules.schedules import BEAT_TASKS, ensure_beat_schedule
 from rules.tasks import _chunks_by_workspace, evaluate_due_rules, evaluate_rules_chunk
-from rulesplatform.celery import app
 from tests.factories import CampaignFactory, WorkspaceFactory
 from tests.rules.facts import NOW, SYSTEM, active_rule, add_buckets, fresh_campaign, segments, trigger
 
@@ -23,15 +22,6 @@ pytestmark = pytest.mark.django_db
 
 CTR_BELOW_4_PCT = trigger(metric="ctr", kind="threshold", direction="below", threshold=Decimal("0.04"))
 BAD = {"impressions": 1000, "clicks": 30, "spend": 10, "revenue": 10}
-
-
-@pytest.fixture
-def eager_tasks():
-    """`.delay()` runs the task in place, and its errors surface in the test."""
-    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = previous
 
 
 # --- beat schedule ---------------------------------------------------------------------------------
