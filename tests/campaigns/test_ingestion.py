@@ -246,6 +246,7 @@ def test_metrics_ingest__a_failure_after_some_chunks_were_written__leaves_nothin
     workspace, segment, marketer_actor, monkeypatch
 ):
     monkeypatch.setattr(ingestion, "UPSERT_CHUNK_ROWS", 2)
+    monkeypatch.setattr(ingestion, "ARRAY_UPSERT_CHUNK_ROWS", 2)  # the PostgreSQL path's chunks
 
     def fail_after_upsert(facts, *, now):
         assert MetricFact.objects.count() == 5  # every chunk went in before the failure
