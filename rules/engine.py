@@ -3,8 +3,9 @@
 For each call of `evaluate_rules`:
 
 1. Rules are grouped by scope (workspace, campaigns, channel, segment criteria). Each scope's
-   segments are read in one query and their counters summed per (segment, bucket) in one more,
-   over the longest span any of its rules needs; rules sharing a scope share those arrays.
+   segments are read in one query; the counters of all the scopes of a workspace are summed per
+   (segment, bucket) in one more, over the longest span any of its rules needs, and each scope
+   takes its rows and buckets from those arrays; rules sharing a scope share them.
 2. Each trigger is computed for all segments and its last N windows at once (`rules.triggers`).
 3. Per segment: stale or flagged data -> "skipped: stale data" (never a money move); otherwise
    the triggers combine by the rule's match (all / any).
@@ -29,12 +30,13 @@ from django.db import transaction
 from accounts.roles import Perm
 from accounts.services import require_perm
 from audit.actors import Actor
+from campaigns.freshness import FLAGGED, NO_DATA, STALE, metrics_freshness
 from campaigns.metrics import get_metric
 
-from .aggregates import BucketGrid, ScopeCounters, counters_needed, floor_to_bucket, load_scope_counters
+from .aggregates import BucketGrid, ScopeCounters, counters_needed, floor_to_bucket, load_counters
 from .explain import STATUS_NAMES, run_summary, trigger_reason
 from .models import Evaluation, Rule, Trigger
-from .pipeline import PlannedChange, changes_for_evaluation
+from .pipeline import PlannedChange, changes_for_evaluation, daily_limit_blocks
 from .selectors import rules_for_engine, scope_key, segments_in_scope
 from .services import evaluation_record, evaluation_set_outcome
 from .triggers import Status, TriggerResult, WindowResult, evaluate_trigger, lookback_buckets
@@ -114,9 +116,12 @@ def _evaluate_rule(rule: Rule, *, scopes: "_ScopeCache", now: datetime, source: 
             outcome=result.outcome, summary=result.summary, inputs=_inputs(result, now=now, source=source),
         )
         result.planned_changes = _plan(result, actor=actor, now=now, evaluation=result.evaluation, dry_run=False)
-        if _mark_blocked(result):
+        # Changes blocked by the used-up daily limit are not recorded as Changes: the evaluation keeps them.
+        unrecorded = daily_limit_blocks(result.planned_changes)
+        if _mark_blocked(result) or unrecorded:
+            inputs = {**result.evaluation.inputs, "daily_limit_blocks": unrecorded} if unrecorded else None
             evaluation_set_outcome(actor=actor, evaluation=result.evaluation, outcome=result.outcome,
-                                   summary=result.summary)
+                                   summary=result.summary, inputs=inputs)
     return result
 
 
@@ -274,14 +279,21 @@ def _inputs(result: RuleEvaluationResult, *, now: datetime, source: str) -> dict
 
 
 class _ScopeCache:
-    """Loads each scope once per call, over the longest span and all the counters its rules need."""
+    """Loads each scope once per call, over the longest span and all the counters its rules need.
+
+    The facts are read once per workspace: the first scope asked for loads the segments of
+    every scope of that workspace the call's rules need, sums their facts in one query over
+    the longest span any of them needs, and each scope takes its own rows and buckets from it.
+    """
 
     def __init__(self, rules: list[Rule], *, now: datetime):
         self.now = now
         self._lookback: dict[tuple, int] = defaultdict(int)
         self._metrics: dict[tuple, set[str]] = defaultdict(set)
+        self._rules: dict[int, dict[tuple, Rule]] = defaultdict(dict)  # workspace -> scope -> a rule of it
         for rule in rules:
             key = scope_key(rule)
+            self._rules[rule.workspace_id].setdefault(key, rule)
             bucket = rule.workspace.metric_bucket_minutes
             for trigger in rule.triggers.all():
                 self._lookback[key] = max(self._lookback[key], lookback_buckets(trigger, bucket))
@@ -291,40 +303,42 @@ class _ScopeCache:
     def get(self, rule: Rule) -> _Scope:
         key = scope_key(rule)
         if key not in self._loaded:
-            self._loaded[key] = self._load(rule, key)
+            self._load_workspace(rule.workspace, self._rules[rule.workspace_id] or {key: rule})
         return self._loaded[key]
 
-    def _load(self, rule: Rule, key: tuple) -> _Scope:
-        workspace = rule.workspace
-        grid = BucketGrid(floor_to_bucket(self.now, workspace.metric_bucket_minutes),
-                          workspace.metric_bucket_minutes, self._lookback[key])
-        queryset = segments_in_scope(rule)
-        rows = list(queryset.values(
+    def _load_workspace(self, workspace, scope_rules: dict[tuple, Rule]) -> None:
+        rows = {key: list(segments_in_scope(rule).values(
             "id", "name", "campaign_id", "daily_budget", "campaign__metrics_received_at",
             "campaign__metrics_latest_bucket", "campaign__data_quality_flag",
-        ))
-        segments = [{"id": r["id"], "name": r["name"], "campaign_id": r["campaign_id"],
-                     "stale": _staleness(r, workspace, self.now)} for r in rows]
-        counters = load_scope_counters(
-            segments=queryset, segment_ids=[r["id"] for r in rows],
-            daily_budgets=[float(r["daily_budget"]) for r in rows],
-            counters=counters_needed([get_metric(m) for m in self._metrics[key]]), grid=grid,
+        )) for key, rule in scope_rules.items()}
+        union = {r["id"]: r for scope_rows in rows.values() for r in scope_rows}
+        grid = BucketGrid(floor_to_bucket(self.now, workspace.metric_bucket_minutes),
+                          workspace.metric_bucket_minutes, max(self._lookback[key] for key in scope_rules))
+        needed = {key: counters_needed(get_metric(m) for m in self._metrics[key]) for key in scope_rules}
+        loaded = load_counters(
+            campaign_ids={r["campaign_id"] for r in union.values()}, segment_ids=list(union),
+            daily_budgets=[float(r["daily_budget"]) for r in union.values()],
+            counters=sorted({name for names in needed.values() for name in names}), grid=grid,
         )
-        return _Scope(segments, counters)
+        stale = {r["id"]: _staleness(r, workspace, self.now) for r in union.values()}
+        for key, scope_rows in rows.items():
+            segments = [{"id": r["id"], "name": r["name"], "campaign_id": r["campaign_id"], "stale": stale[r["id"]]}
+                        for r in scope_rows]
+            counters = loaded.select([r["id"] for r in scope_rows], self._lookback[key], needed[key])
+            self._loaded[key] = _Scope(segments, counters)
 
 
 def _staleness(row: dict, workspace, now: datetime) -> str:
     """Why a segment's campaign data may not drive a change ("" when it may)."""
-    if row["campaign__data_quality_flag"]:
-        return f"Skipped: stale data — flagged by a data-quality check ({row['campaign__data_quality_flag']})."
-    received, latest = row["campaign__metrics_received_at"], row["campaign__metrics_latest_bucket"]
-    if received is None or latest is None:
+    freshness = metrics_freshness(
+        received_at=row["campaign__metrics_received_at"], latest_bucket=row["campaign__metrics_latest_bucket"],
+        quality_flag=row["campaign__data_quality_flag"], workspace=workspace, now=now,
+    )
+    if freshness.state == FLAGGED:
+        return f"Skipped: stale data — flagged by a data-quality check ({freshness.flag})."
+    if freshness.state == NO_DATA:
         return "Skipped: stale data — no metrics received yet."
-    limit = timedelta(minutes=workspace.freshness_limit_minutes)
-    # The newest bucket's data is as recent as that bucket's end.
-    newest = latest + timedelta(minutes=workspace.metric_bucket_minutes)
-    age = now - min(received, newest)
-    if age > limit:
-        return (f"Skipped: stale data — the newest metrics are {int(age.total_seconds() // 60)} minutes old "
-                f"(limit {workspace.freshness_limit_minutes}).")
+    if freshness.state == STALE:
+        return (f"Skipped: stale data — the newest metrics are {freshness.age_minutes} minutes old "
+                f"(limit {freshness.limit_minutes}).")
     return ""

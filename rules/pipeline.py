@@ -9,6 +9,15 @@ the rest waits for approvers (rules.approvals). Each change carries an idempoten
 the rule version, target, field and window: a second run over the same window (a retried task,
 a concurrent worker) finds the changes recorded and creates and applies nothing.
 
+A change blocked because the rule's daily action limit was already used up (the
+`actions_per_day` cap) is not recorded as a Change: once the limit is reached, every further
+segment the rule fired on would add a blocked row and its audit event, thousands per run for a
+broad rule, all for one rule-level reason. Such changes come back with `over_daily_limit` set,
+and the engine keeps them in the evaluation's inputs instead (`daily_limit_blocks`: the cap's
+report once, and per change its target, values and the caps that bound it). A change capped to
+nothing by any other cap (bounds, step, window, channel share, cooldown) is still recorded as
+BLOCKED with its cap report.
+
 Alerts write no change: an audit event "rule.alert" (once per rule and window) plus a log
 line record them. An escalation alert (a guard metric broke its limit) also notifies the
 workspace's approvers and, with action_params {"pause": true}, pauses the fired segments
@@ -50,6 +59,27 @@ class PlannedChange:
     cap_report: list[dict]
     blocked: bool
     change: Change | None = None
+    over_daily_limit: bool = False  # blocked by the rule's used-up daily limit: kept in the evaluation, no Change
+
+
+DAILY_LIMIT_CAP = "actions_per_day"
+
+
+def daily_limit_blocks(planned_changes: list[PlannedChange]) -> dict:
+    """What the evaluation's inputs keep of the changes not recorded because the daily limit was used up."""
+    blocked = [p for p in planned_changes if p.over_daily_limit]
+    if not blocked:
+        return {}
+    return {
+        "cap": _bound_entry(blocked[0], DAILY_LIMIT_CAP),
+        "changes": [{"target": f"{target_type(p.target)}:{p.target.pk}", "field": p.field,
+                     "old_value": p.old_value, "requested_value": p.requested_value,
+                     "bound_caps": [e["cap"] for e in p.cap_report if e["bound"]]} for p in blocked],
+    }
+
+
+def _bound_entry(planned: PlannedChange, cap: str) -> dict | None:
+    return next((e for e in planned.cap_report if e["cap"] == cap and e["bound"]), None)
 
 
 @dataclass
@@ -224,6 +254,7 @@ class _Planner:
             target=target, field=field_name, old_value=format_value(old), requested_value=format_value(requested),
             capped_value=format_value(capped.value), cap_report=capped.report, blocked=capped.value == old,
         )
+        planned.over_daily_limit = planned.blocked and _bound_entry(planned, DAILY_LIMIT_CAP) is not None
         key = idempotency_key(rule=self.rule, target=target, field_name=field_name, window_end=self.window_end)
         return _Planned(planned, key, reason)
 
@@ -251,8 +282,10 @@ def _record_and_apply(actor: Actor, rule: Rule, evaluation: Evaluation | None, g
         if existing:
             # This window was recorded by an earlier run: report it, never apply it again.
             result += [_planned_from(change) for change in existing]
-            continue
-        result += _record_group(actor, rule, evaluation, group, now)
+        elif all(item.planned.over_daily_limit for item in group.items):
+            result += [item.planned for item in group.items]  # kept in the evaluation (module docstring)
+        else:
+            result += _record_group(actor, rule, evaluation, group, now)
     return result
 
 

@@ -166,6 +166,35 @@ def test_fired__every_change_capped_to_nothing__is_blocked_by_cap(workspace):
     assert Change.objects.get().status == Change.Status.BLOCKED
 
 
+def test_fired__past_the_daily_action_limit__keeps_the_blocked_changes_in_the_evaluation(workspace):
+    campaign = fresh_campaign(workspace)
+    fired = segments(campaign, 3)
+    for segment in fired:
+        add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT], max_actions_per_day=1)
+
+    result = _run(rule)
+
+    assert [p.blocked for p in result.planned_changes] == [False, True, True]
+    assert Change.objects.filter(rule=rule).count() == 1  # one applied; no row per segment past the limit
+    blocks = Evaluation.objects.get(rule=rule).inputs["daily_limit_blocks"]
+    assert blocks["cap"]["cap"] == "actions_per_day" and blocks["cap"]["bound"]
+    assert [c["target"] for c in blocks["changes"]] == [f"segment:{s.pk}" for s in fired[1:]]
+    assert all(c["bound_caps"] == ["actions_per_day"] for c in blocks["changes"])
+    assert result.outcome == Evaluation.Outcome.FIRED
+
+
+def test_fired__every_change_past_the_daily_action_limit__is_blocked_by_cap(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT], max_actions_per_day=0)
+
+    assert _run(rule).outcome == Evaluation.Outcome.BLOCKED_BY_CAP
+    evaluation = Evaluation.objects.get(rule=rule)
+    assert evaluation.outcome == Evaluation.Outcome.BLOCKED_BY_CAP and not Change.objects.exists()
+    assert [c["target"] for c in evaluation.inputs["daily_limit_blocks"]["changes"]] == [f"segment:{segment.pk}"]
+
+
 def test_alert_rule__fires_through_the_pipeline_without_a_change(workspace):
     [segment] = segments(fresh_campaign(workspace), 1)
     add_buckets(segment, [BAD])
@@ -228,3 +257,26 @@ def test_rules_sharing_a_scope__share_one_aggregate_query(workspace):
         evaluate_rules(rule_ids=[first.pk, second.pk], now=NOW, source="manual", actor=SYSTEM, dry_run=True)
     fact_queries = [q for q in queries.captured_queries if "campaigns_metricfact" in q["sql"]]
     assert len(fact_queries) == 1
+
+
+def test_rules_of_different_scopes_in_a_workspace__share_one_aggregate_query_and_keep_their_own_numbers(workspace):
+    short_campaign, long_campaign = fresh_campaign(workspace), fresh_campaign(workspace)
+    [short] = segments(short_campaign, 1)
+    [long] = segments(long_campaign, 1)
+    add_buckets(short, [GOOD, BAD])
+    add_buckets(long, [BAD, BAD, BAD, GOOD])
+    current = active_rule(workspace, name="current", campaigns=[short_campaign], triggers=[  # a 2-bucket span
+        trigger(metric="ctr", kind="threshold", direction="below", threshold=Decimal("0.04"), baseline_minutes=60)])
+    relative = active_rule(workspace, name="relative", campaigns=[long_campaign], triggers=[  # a 4-bucket span
+        trigger(metric="ctr", kind="relative_change", direction="above", threshold=10)])
+    with CaptureQueriesContext(connection) as queries:
+        results = evaluate_rules(rule_ids=[current.pk, relative.pk], now=NOW, source="manual", actor=SYSTEM,
+                                 dry_run=True)
+    fact_queries = [q for q in queries.captured_queries if "campaigns_metricfact" in q["sql"]]
+    assert len(fact_queries) == 1
+    by_name = {r.rule.name: r for r in results}
+    assert [d["segment_id"] for d in by_name["current"].decisions] == [short.pk]
+    assert by_name["current"].decisions[0]["triggers"][0]["numerator"] == 30.0
+    [row] = by_name["relative"].decisions[0]["triggers"]
+    assert (row["numerator"], row["baseline_numerator"]) == (50.0, 90.0)
+    assert by_name["relative"].decisions[0]["decision"] == "fired"
