@@ -272,3 +272,61 @@ class HoldoutAssignment(models.Model):
     @property
     def workspace_id(self) -> int:
         return self.segment.campaign.workspace_id
+
+
+class SegmentRunningTotal(models.Model):
+    """A segment's facts summed from its first bucket up to and including `bucket_start`.
+
+    Kept exact on PostgreSQL by statement-level triggers on the facts table, in the writing
+    transaction (see `campaigns.running_totals`), so any range of buckets sums as the difference
+    of two rows. There is a row for every bucket the segment has facts in; a bucket without one
+    adds nothing, so the row before it holds the total. Values are float8: they feed statistics.
+
+    Besides the counters, the per-bucket moments of the ratio metrics judged on per-bucket values
+    (`scale * numerator / denominator` of a bucket's totals; the scale is applied when read):
+    `<metric>_buckets` counts buckets with a denominator, `_sum` and `_squares` sum the values and
+    their squares. Spend pace is measured against a pro-rated budget, so only the squares of spend
+    per bucket are stored. A new such metric needs its columns here and in the triggers' migration.
+    """
+
+    # The unique (segment, bucket) and the (workspace, bucket) indexes serve the foreign keys too.
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False)
+    bucket_start = models.DateTimeField()
+    impressions = models.FloatField(default=0)
+    clicks = models.FloatField(default=0)
+    conversions = models.FloatField(default=0)
+    micro_conversions = models.FloatField(default=0)
+    sessions = models.FloatField(default=0)
+    engaged_seconds = models.FloatField(default=0)
+    bounces = models.FloatField(default=0)
+    video_starts = models.FloatField(default=0)
+    video_completions = models.FloatField(default=0)
+    revenue = models.FloatField(default=0)
+    spend = models.FloatField(default=0)
+    cpa_buckets = models.FloatField(default=0)
+    cpa_sum = models.FloatField(default=0)
+    cpa_squares = models.FloatField(default=0)
+    cpc_buckets = models.FloatField(default=0)
+    cpc_sum = models.FloatField(default=0)
+    cpc_squares = models.FloatField(default=0)
+    cpm_buckets = models.FloatField(default=0)
+    cpm_sum = models.FloatField(default=0)
+    cpm_squares = models.FloatField(default=0)
+    roas_buckets = models.FloatField(default=0)
+    roas_sum = models.FloatField(default=0)
+    roas_squares = models.FloatField(default=0)
+    avg_dwell_buckets = models.FloatField(default=0)
+    avg_dwell_sum = models.FloatField(default=0)
+    avg_dwell_squares = models.FloatField(default=0)
+    spend_squares = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["segment", "bucket_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "bucket_start"], name="segment_running_total_unique"),
+        ]
+        indexes = [models.Index(fields=["workspace", "bucket_start"])]
+
+    def __str__(self):
+        return f"{self.segment_id} up to {self.bucket_start:%Y-%m-%d %H:%M}"
