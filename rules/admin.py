@@ -33,6 +33,7 @@ from . import (
     governance_admin,  # noqa: F401  (registers the approval queue, policies, connectors...)
     services,
 )
+from .decisions import evaluation_segment_rows
 from .engine import rule_preview
 from .explain import rule_summary
 from .forms import RuleAdminForm, TriggerForm, TriggerFormSet
@@ -246,7 +247,7 @@ class EvaluationAdmin(ReadOnlyScopedAdmin):
     @admin.display(description="Per segment")
     def decisions(self, evaluation):
         return render_to_string("admin/rules/_decisions.html", {
-            "rows": [{"decision": d} for d in evaluation.inputs.get("segments", [])],
+            "rows": [{"decision": d} for d in evaluation_segment_rows(evaluation)],
         })
 
 

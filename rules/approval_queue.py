@@ -17,6 +17,7 @@ from accounts.selectors import memberships_of
 
 from .binding import content_hash
 from .changes import AWAITING_DECISION
+from .decisions import evaluation_segment_rows
 from .models import ApprovalPolicy, Change
 from .policy import EVERY_LEVEL, Authority, ChangeSize, change_size, membership_authority, policy_for_change
 
@@ -104,8 +105,7 @@ def _explanation(change: Change) -> dict | None:
     """The evaluation's record for the change's segment: decision, reason, every trigger's numbers."""
     if not change.evaluation_id or not change.segment_id:
         return None
-    rows = change.evaluation.inputs.get("segments", [])
-    return next((row for row in rows if row.get("segment_id") == change.segment_id), None)
+    return next(iter(evaluation_segment_rows(change.evaluation, [change.segment_id])), None)
 
 
 def risk_of(change: Change, size: ChangeSize, policy: ApprovalPolicy) -> str:

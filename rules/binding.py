@@ -34,12 +34,26 @@ def approval_record(*, actor: Actor, change: Change, decision: str, comment: str
                     level: int | None = None) -> Approval:
     """Write one decision (at the change's level unless told); callers are services, inside their
     transaction (they audit it)."""
-    return Approval.objects.create(
+    approval = approval_for(actor=actor, change=change, decision=decision, comment=comment, now=now, level=level)
+    approval.save()
+    return approval
+
+
+def approval_for(*, actor: Actor, change: Change, decision: str, comment: str, now: datetime,
+                 level: int | None = None) -> Approval:
+    """The decision `approval_record` writes, not yet saved (a batch saves many at once)."""
+    return Approval(
         workspace_id=change.workspace_id, change=change, decision=decision,
         level=change.approval_level if level is None else level,
         user=actor.user, actor_label=actor.label, comment=comment, content_hash=content_hash(change),
         created_at=now,
     )
+
+
+def binds(approval: Approval, change: Change) -> bool:
+    """Whether this approval authorises applying the change as it is now (what `is_approved_as_is` asks the
+    database, for an approval still in memory)."""
+    return approval.decision in (Decision.AUTO, Decision.APPROVE) and approval.content_hash == content_hash(change)
 
 
 def valid_approvals(change: Change):

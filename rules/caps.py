@@ -19,6 +19,8 @@ Every field (also status and rotation order) then passes:
                   same target and field (by anyone: rule, person or rollback);
   actions_per_day at most min(rule.max_actions_per_day, workspace guardrail) applied actions of
                   the rule in the 24 hours before now (rolling, so no burst across midnight).
+                  Once it is used up it is checked first and alone: the change is blocked and its
+                  report names that cap only (`cap_change`).
 
 Money is rounded to the 4 decimals of the database *towards the current value*, so rounding
 can only make a change smaller and never pushes it past a cap.
@@ -252,6 +254,15 @@ def cap_change(current: Value, requested: Value, *, limits: Limits, inputs: CapI
     result = Capped(requested)
     if isinstance(current, Decimal):
         result.value = move_toward(current, requested)  # to the database's 4 decimals, towards current
+    if result.value != current and inputs.actions_in_day >= limits.actions_per_day.value:
+        # The rule's daily limit is used up: the change is blocked whatever the other caps say, and
+        # no other cap can bind a change that no longer moves. Reporting that one cap alone spares
+        # the thousands of segments a broad rule keeps firing on once its limit is reached.
+        result.value, entry = cap_actions_per_day(current, result.value, actions_in_day=inputs.actions_in_day,
+                                                  limit=limits.actions_per_day)
+        result.report.append(entry)
+        return result
+    if isinstance(current, Decimal):
         _apply_numeric_caps(result, current, limits, inputs)
     for cap in (
         lambda v: cap_cooldown(current, v, last_applied_at=inputs.last_applied_at, now=inputs.now,

@@ -27,8 +27,10 @@ Applying is the dangerous step, so it is built to be safe under retries and conc
     the workspace's connectors are recorded with it and sent once it commits (rules.pushes).
 """
 
+import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
@@ -37,11 +39,11 @@ from django.utils import timezone
 from accounts.roles import Perm
 from accounts.services import require_perm
 from audit.actors import Actor
-from audit.services import audit_record
+from audit.services import AuditEntry, audit_record_many
 
-from .binding import approval_record, is_approved_as_is
+from .binding import approval_for, is_approved_as_is
 from .exceptions import ApprovalNoLongerValid, IllegalTransition
-from .models import Approval, Change, Evaluation, Rule
+from .models import Approval, ApprovalPolicy, Change, Evaluation, Rule
 from .notifications import notify_pending
 from .policy import auto_applied_amount_in_day, policy_for_change, route
 from .pushes import pushes_enqueue
@@ -63,6 +65,26 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 APPLICABLE_STATUSES = frozenset(s for s, targets in TRANSITIONS.items() if Status.APPLIED in targets)
 # Waiting for a person: what the approval queue lists, what escalates and expires.
 AWAITING_DECISION = frozenset({Status.PENDING, Status.ESCALATED})
+# An audit entry, or what builds it once the rows it names have their ids (a batch inserts them last).
+LazyEntry = AuditEntry | Callable[[], AuditEntry]
+
+
+def audit_entries(*, actor: Actor, entries: Sequence[LazyEntry]) -> None:
+    audit_record_many(actor=actor, entries=[entry() if callable(entry) else entry for entry in entries])
+
+
+def entry_as_of(action: str, subject, state: dict, **fields) -> LazyEntry:
+    """An audit entry whose subject is shown as it is now, `state` being the fields its repr shows
+    (a status, an outcome): a batch builds it once the subject has its id, by when the subject may have moved on."""
+    def build() -> AuditEntry:
+        return AuditEntry(action, as_of(subject, state), **fields)
+    return build
+
+
+def as_of(subject, state: dict):
+    earlier = copy.copy(subject)
+    earlier.__dict__.update(state)
+    return earlier
 
 
 def transition_allowed(from_status: str, to_status: str) -> bool:
@@ -89,7 +111,7 @@ def _require_change_perm(actor: Actor, change: Change, perm: str) -> None:
 
 def _change_facts(change: Change) -> dict:
     return {
-        "target": "{}:{}".format(*_target_key(change)),
+        "target": "{}:{}".format(*target_key(change)),
         "field": change.field,
         "old_value": change.old_value,
         "requested_value": change.requested_value,
@@ -130,14 +152,11 @@ def change_propose(
     with `changes_route`. The idempotency key is unique: proposing again (a retried task, a
     concurrent worker) returns the change already recorded under that key and creates nothing.
     """
-    change = Change(
-        workspace_id=target.workspace_id, kind=kind, rule=rule, rule_version=rule_version, evaluation=evaluation,
-        field=field, old_value=old_value, requested_value=requested_value, capped_value=capped_value,
-        cap_report=cap_report, status=Status.BLOCKED if capped_value == old_value else Status.PROPOSED,
-        batch_id=batch_id, idempotency_key=idempotency_key, requested_by=actor.user, reason=reason,
-        **{target_type(target): target},
+    change = change_build(
+        actor=actor, target=target, field=field, old_value=old_value, requested_value=requested_value,
+        capped_value=capped_value, cap_report=cap_report, idempotency_key=idempotency_key, kind=kind, rule=rule,
+        rule_version=rule_version, evaluation=evaluation, batch_id=batch_id, reason=reason,
     )
-    _require_change_perm(actor, change, Perm.PROPOSE_CHANGES)
     try:
         # A savepoint: losing the race for the key must not spoil the caller's transaction.
         with transaction.atomic():
@@ -147,11 +166,37 @@ def change_propose(
         if existing is None:
             raise
         return existing, False
-    action = "change.propose" if change.status == Status.PROPOSED else "change.block"
-    audit_record(actor=actor, action=action, subject=change, after=_change_facts(change), reason=reason)
+    audit_entries(actor=actor, entries=[proposal_entry(change)])
     if route_now and change.status == Status.PROPOSED:
         changes_route(actor=actor, changes=[change], now=now)
     return change, True
+
+
+def change_build(*, actor: Actor, target: Target, field: str, old_value: str, requested_value: str,
+                 capped_value: str, cap_report: list[dict], idempotency_key: str, kind: str = Change.Kind.RULE,
+                 rule: Rule | None = None, rule_version: int | None = None, evaluation: Evaluation | None = None,
+                 batch_id: str = "", reason: str = "") -> Change:
+    """The change `change_propose` records, in its initial status, not yet saved (a batch saves many at once)."""
+    change = Change(
+        workspace_id=target.workspace_id, kind=kind, rule=rule, rule_version=rule_version, evaluation=evaluation,
+        field=field, old_value=old_value, requested_value=requested_value, capped_value=capped_value,
+        cap_report=cap_report, status=Status.BLOCKED if capped_value == old_value else Status.PROPOSED,
+        batch_id=batch_id, idempotency_key=idempotency_key, requested_by=actor.user, reason=reason,
+        **{target_type(target): target},
+    )
+    _require_change_perm(actor, change, Perm.PROPOSE_CHANGES)
+    return change
+
+
+def proposal_entry(change: Change) -> LazyEntry:
+    """The audit event of a change just built: its facts as proposed (it may move on before a batch audits it)."""
+    state = {"status": change.status}
+    action = "change.propose" if change.status == Status.PROPOSED else "change.block"
+
+    def build() -> AuditEntry:
+        proposed = as_of(change, state)
+        return AuditEntry(action, proposed, after=_change_facts(proposed), reason=change.reason)
+    return build
 
 
 @transaction.atomic
@@ -176,30 +221,50 @@ def change_reroute(*, actor: Actor, change: Change, now: datetime | None = None)
 def _route(actor: Actor, routable: list[Change], now: datetime) -> None:
     if not routable:
         return
-    policy = policy_for_change(routable[0])
-    routing = route(policy, routable, auto_amount_in_day=auto_applied_amount_in_day(
-        workspace_id=routable[0].workspace_id, now=now))
+    routed = route_in_memory(actor, routable, policy=policy_for_change(routable[0]), now=now,
+                             auto_amount_in_day=auto_applied_amount_in_day(workspace_id=routable[0].workspace_id,
+                                                                           now=now))
+    for change in routable:
+        change.save(update_fields=["status", "policy_report", "approval_level", "sla_due_at", "expires_at"])
+    Approval.objects.bulk_create(routed.approvals)
+    audit_entries(actor=actor, entries=routed.entries)
+    if not routed.auto:
+        notify_pending(changes=routable)
+
+
+@dataclass
+class Routed:
+    """What routing a group decided, in memory: the approvals and audit events to write."""
+
+    auto: bool
+    approvals: list[Approval] = field(default_factory=list)
+    entries: list[LazyEntry] = field(default_factory=list)
+
+
+def route_in_memory(actor: Actor, routable: Sequence[Change], *, policy: ApprovalPolicy,
+                    auto_amount_in_day, now: datetime) -> Routed:
+    """Move proposed changes (a group judged as one) to APPROVED (auto) or PENDING at level 1; writes nothing."""
+    routing = route(policy, routable, auto_amount_in_day=auto_amount_in_day)
+    routed = Routed(routing.auto)
     for change in routable:
         before = {"status": change.status, "approval_level": change.approval_level}
         change.policy_report = routing.report
         if routing.auto:
             change_transition(change, Status.APPROVED)
             change.approval_level, change.sla_due_at, change.expires_at = 0, None, None
-            approval_record(actor=actor, change=change, decision=Approval.Decision.AUTO,
-                            comment="Within the approval policy's auto-apply limits.", now=now)
+            routed.approvals.append(approval_for(actor=actor, change=change, decision=Approval.Decision.AUTO,
+                                                 comment="Within the approval policy's auto-apply limits.", now=now))
         else:
             change_transition(change, Status.PENDING)
             change.approval_level = 1
             change.sla_due_at = now + timedelta(minutes=policy.sla_minutes(1))
             change.expires_at = now + timedelta(minutes=policy.pending_expiry_minutes)
-        change.save(update_fields=["status", "policy_report", "approval_level", "sla_due_at", "expires_at"])
-        audit_record(actor=actor, action="change.auto_approve" if routing.auto else "change.await_approval",
-                     subject=change, before=before,
-                     after={"status": change.status, "approval_level": change.approval_level,
-                            "policy_report": routing.report, "sla_due_at": change.sla_due_at,
-                            "expires_at": change.expires_at})
-    if not routing.auto:
-        notify_pending(changes=routable)
+        routed.entries.append(entry_as_of(
+            "change.auto_approve" if routing.auto else "change.await_approval", change, {"status": change.status},
+            before=before,
+            after={"status": change.status, "approval_level": change.approval_level, "policy_report": routing.report,
+                   "sla_due_at": change.sla_due_at, "expires_at": change.expires_at}))
+    return routed
 
 
 def changes_apply_approved(*, actor: Actor, changes: Sequence[Change], now: datetime | None = None) -> list[Change]:
@@ -225,10 +290,9 @@ def change_apply_batch(*, actor: Actor, changes: Sequence[Change], now: datetime
     pending = [c for c in locked if c.status in APPLICABLE_STATUSES]
     if not pending:
         return locked
-    _refuse_unless_approved_as_is(pending)
+    refuse_unless_approved_as_is(pending)
     targets = _lock_targets(pending)
-    found = {c.pk: format_value(read_value(targets[_target_key(c)], c.field)) for c in pending}
-    moved = {c.pk: found[c.pk] for c in pending if found[c.pk] != c.old_value}
+    moved = moved_targets(pending, targets)
     if moved:
         _conflict_batch(actor, pending, moved)
         return locked
@@ -236,7 +300,7 @@ def change_apply_batch(*, actor: Actor, changes: Sequence[Change], now: datetime
     try:
         with transaction.atomic():
             for change in pending:
-                _write_target(actor, change, targets[_target_key(change)], now)
+                _write_target(actor, change, targets[target_key(change)], now)
     except IntegrityError as error:
         # A database constraint refused a value (e.g. a bound tightened since planning); the
         # savepoint undid the batch in the database, so undo it in memory too.
@@ -255,22 +319,29 @@ def change_mark_conflicted(*, actor: Actor, change: Change, reason: str) -> Chan
     return change
 
 
-def _refuse_unless_approved_as_is(changes: Sequence[Change]) -> None:
+def moved_targets(changes: Sequence[Change], targets: dict[tuple[str, int], Target]) -> dict[int, str]:
+    """Compare-and-set: the changes whose target no longer holds their old value, with the value found."""
+    found = {id(c): format_value(read_value(targets[target_key(c)], c.field)) for c in changes}
+    return {id(c): found[id(c)] for c in changes if found[id(c)] != c.old_value}
+
+
+def refuse_unless_approved_as_is(changes: Sequence[Change],
+                                 approved: Callable[[Change], bool] = is_approved_as_is) -> None:
     # The approval is the authorisation to apply: it must be for exactly this content.
     for change in changes:
-        if not is_approved_as_is(change):
+        if not approved(change):
             raise ApprovalNoLongerValid(
                 f"Change #{change.pk} was edited after it was approved: it needs a new approval.",
                 extra={"change": change.pk},
             )
 
 
-def _target_key(change: Change) -> tuple[str, int]:
+def target_key(change: Change) -> tuple[str, int]:
     return next((kind, pk) for kind in TARGET_MODELS if (pk := getattr(change, f"{kind}_id")) is not None)
 
 
 def _lock_targets(changes: Sequence[Change]) -> dict[tuple[str, int], Target]:
-    keys = sorted({_target_key(c) for c in changes})
+    keys = sorted({target_key(c) for c in changes})
     locked: dict[tuple[str, int], Target] = {}
     for kind in sorted({k for k, _ in keys}):
         ids = [pk for k, pk in keys if k == kind]
@@ -281,32 +352,47 @@ def _lock_targets(changes: Sequence[Change]) -> dict[tuple[str, int], Target]:
 
 
 def _write_target(actor: Actor, change: Change, target: Target, now: datetime) -> None:
-    attr_value = parse_value(change.field, change.capped_value)
-    setattr(target, _attr(change), attr_value)
-    target.save(update_fields=[_attr(change), "updated_at"])
+    entry = apply_in_memory(change, target, now)
+    target.save(update_fields=[target_attr(change), "updated_at"])
+    change.save(update_fields=["status", "applied_at"])
+    audit_entries(actor=actor, entries=[entry])
+
+
+def apply_in_memory(change: Change, target: Target, now: datetime) -> LazyEntry:
+    """Set the target's value and move the change to APPLIED; writes nothing. Returns its audit event."""
+    setattr(target, target_attr(change), parse_value(change.field, change.capped_value))
     change_transition(change, Status.APPLIED)
     change.applied_at = now
-    change.save(update_fields=["status", "applied_at"])
-    audit_record(
-        actor=actor, action="change.apply", subject=target, workspace_id=change.workspace_id,
+    return lambda: AuditEntry(
+        "change.apply", target, workspace_id=change.workspace_id,
         before={change.field: change.old_value}, after={change.field: change.capped_value, "change": change.pk},
         reason=f"Change #{change.pk}: {change.reason}".strip(),
     )
 
 
-def _attr(change: Change) -> str:
+def target_attr(change: Change) -> str:
     return FIELDS[change.field].attr
 
 
 def _conflict_batch(actor: Actor, pending: Sequence[Change], moved: dict[int, str]) -> None:
+    entries = conflict_in_memory(pending, moved)
     for change in pending:
-        if change.pk in moved:
+        change.save(update_fields=["status", "error"])
+    audit_entries(actor=actor, entries=entries)
+    logger.info("Changes %s conflicted: targets moved", [c.pk for c in pending])
+
+
+def conflict_in_memory(pending: Sequence[Change], moved: dict[int, str]) -> list[LazyEntry]:
+    """Mark a group CONFLICTED (all or nothing) given `moved_targets`; writes nothing. Returns the audit events."""
+    entries = []
+    for change in pending:
+        if id(change) in moved:
             why = (f"The target moved since the change was planned: expected {change.old_value}, "
-                   f"found {moved[change.pk]}.")
+                   f"found {moved[id(change)]}.")
         else:
             why = "Another change of its batch conflicted; the batch applies all or nothing."
-        _mark(actor, change, Status.CONFLICTED, why, action="change.conflict")
-    logger.info("Changes %s conflicted: targets moved", [c.pk for c in pending])
+        entries.append(_mark_in_memory(change, Status.CONFLICTED, why, action="change.conflict"))
+    return entries
 
 
 def _fail_batch(actor: Actor, pending: Sequence[Change], error: str) -> None:
@@ -316,9 +402,14 @@ def _fail_batch(actor: Actor, pending: Sequence[Change], error: str) -> None:
 
 
 def _mark(actor: Actor, change: Change, status: str, error: str, *, action: str) -> None:
+    entry = _mark_in_memory(change, status, error, action=action)
+    change.save(update_fields=["status", "error"])
+    audit_entries(actor=actor, entries=[entry])
+
+
+def _mark_in_memory(change: Change, status: str, error: str, *, action: str) -> LazyEntry:
     before = change.status
     change_transition(change, status)
     change.error = error
-    change.save(update_fields=["status", "error"])
-    audit_record(actor=actor, action=action, subject=change, before={"status": before},
-                 after={"status": change.status, "error": error})
+    return entry_as_of(action, change, {"status": status}, before={"status": before},
+                       after={"status": change.status, "error": error})

@@ -3,43 +3,51 @@
 For each call of `evaluate_rules`:
 
 1. Rules are grouped by scope (workspace, campaigns, channel, segment criteria). Each scope's
-   segments are read in one query; the counters of all the scopes of a workspace are summed per
-   (segment, bucket) in one more, over the longest span any of its rules needs, and each scope
-   takes its rows and buckets from those arrays; rules sharing a scope share them.
+   segment ids are read in one query, the details of their union in one more; the counters of
+   all the scopes of a workspace are read once, per (segment, interval between the window and
+   baseline boundaries of all its rules' triggers) (`rules.aggregates`), and each scope takes its
+   rows from those arrays; rules sharing a scope share them.
 2. Each trigger is computed for all segments and its last N windows at once (`rules.triggers`).
 3. Per segment: stale or flagged data -> "skipped: stale data" (never a money move); otherwise
    the triggers combine by the rule's match (all / any).
-4. One Evaluation per rule keeps every number that drove the decision (JSON, no NaN); then the
-   change pipeline turns the fired segments into capped changes (or, in a dry run, into a
-   proposal that writes nothing).
+4. One Evaluation per rule keeps every number that drove the decision (in columns, see
+   `rules.decisions`); then the change pipeline turns the fired segments into capped changes
+   (or, in a dry run, into a proposal that writes nothing).
 
 Windows are whole metric buckets: the current window ends at `now` floored to the workspace
 bucket, so a bucket still filling is never judged.
 """
 
 import logging
-import math
 import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.roles import Perm
 from accounts.services import require_perm
 from audit.actors import Actor
 from campaigns.freshness import FLAGGED, NO_DATA, STALE, metrics_freshness
 from campaigns.metrics import get_metric
+from campaigns.models import Segment
 
 from .aggregates import BucketGrid, ScopeCounters, counters_needed, floor_to_bucket, load_counters
-from .explain import STATUS_NAMES, run_summary, trigger_reason
+from .decisions import OUTCOMES, SegmentDecisions, segment_decisions
+from .explain import run_summary
 from .models import Evaluation, Rule, Trigger
-from .pipeline import PlannedChange, changes_for_evaluation, daily_limit_blocks
+from .pipeline import ChangeBatch, PlannedChange, RuleRun, changes_for_evaluation, daily_limit_blocks
 from .selectors import rules_for_engine, scope_key, segments_in_scope
-from .services import evaluation_record, evaluation_set_outcome
-from .triggers import Status, TriggerResult, WindowResult, evaluate_trigger, lookback_buckets
+from .services import (
+    evaluation_build,
+    evaluation_correct,
+    evaluation_entry,
+    evaluation_record,
+    evaluation_set_outcome,
+)
+from .triggers import Status, evaluate_trigger, lookback_buckets, needs_bucket_moments, window_offsets
 
 logger = logging.getLogger(__name__)
 Outcome = Evaluation.Outcome
@@ -52,32 +60,47 @@ class RuleEvaluationResult:
     window_end: datetime
     outcome: str
     summary: str
-    decisions: list[dict]  # one per segment in scope, JSON-safe
+    segments: SegmentDecisions = field(default_factory=SegmentDecisions)  # every segment in scope, in columns
     planned_changes: list[PlannedChange] = field(default_factory=list)
     evaluation: Evaluation | None = None  # None in a dry run
 
     @property
+    def decisions(self) -> list[dict]:
+        """One JSON-safe row per segment in scope, built on each read (dry runs show them; runs store columns)."""
+        return self.segments.rows()
+
+    @property
     def fired_segment_ids(self) -> list[int]:
-        return [d["segment_id"] for d in self.decisions if d["decision"] == Outcome.FIRED]
+        return self.segments.fired_segment_ids()
 
 
 def evaluate_rules(
     *, rule_ids: list[int], now: datetime, source: str, actor: Actor, dry_run: bool = False
 ) -> list[RuleEvaluationResult]:
     """Evaluate these rules at `now`. Outside a dry run only active rules run (one may have been
-    paused since it was queued); a failing rule is logged and does not stop the others."""
+    paused since it was queued); a failing rule is logged and does not stop the others.
+
+    Every rule's decisions are computed first, writing nothing; then all are recorded together
+    in one transaction, as if one after the other in the order given (`_record_together`). Should
+    that fail, they are recorded rule by rule instead, each in its own transaction (`_record_rule`).
+    """
     rules = list(rules_for_engine(rule_ids=rule_ids, only_active=not dry_run))
     scopes = _ScopeCache(rules, now=now)
     results = []
     for rule in rules:
         try:
-            results.append(_evaluate_rule(rule, scopes=scopes, now=now, source=source, actor=actor,
-                                          dry_run=dry_run))
+            result = _evaluate_rule(rule, scopes=scopes, now=now)
+            if dry_run:
+                result.planned_changes = _plan(result, actor=actor, now=now, evaluation=None, dry_run=True)
+                _mark_blocked(result)
+            results.append(result)
         except Exception:
             if dry_run:
                 raise
             logger.exception("Evaluation of rule %s failed", rule.pk)
-    return results
+    if dry_run or not results:
+        return results
+    return _record(results, actor=actor, now=now, source=source)
 
 
 def rule_preview(*, actor: Actor, rule: Rule, now: datetime) -> RuleEvaluationResult:
@@ -90,39 +113,91 @@ def rule_preview(*, actor: Actor, rule: Rule, now: datetime) -> RuleEvaluationRe
 # --- one rule --------------------------------------------------------------------------------
 
 
-def _evaluate_rule(rule: Rule, *, scopes: "_ScopeCache", now: datetime, source: str, actor: Actor,
-                   dry_run: bool) -> RuleEvaluationResult:
+def _evaluate_rule(rule: Rule, *, scopes: "_ScopeCache", now: datetime) -> RuleEvaluationResult:
+    """The rule's decisions at `now`; writes nothing."""
     window_end = floor_to_bucket(now, rule.workspace.metric_bucket_minutes)
     triggers = list(rule.triggers.all())
     longest = max((t.window_minutes for t in triggers), default=rule.workspace.metric_bucket_minutes)
     result = RuleEvaluationResult(rule, window_end - timedelta(minutes=longest), window_end, Outcome.NOT_FIRED,
-                                  "", [])
+                                  "")
     inactive = _outside_active_hours(rule, now)
     if inactive:
         result.outcome, result.summary = Outcome.SKIPPED_INACTIVE_HOURS, inactive
     elif not triggers:
         result.outcome, result.summary = Outcome.INSUFFICIENT_DATA, "Nothing to evaluate: the rule has no trigger."
     else:
-        result.decisions = _decide(rule, triggers, scopes.get(rule))
-        result.outcome = _outcome(result.decisions)
-        result.summary = run_summary(result.decisions, blocked=False)
-    if dry_run:
-        result.planned_changes = _plan(result, actor=actor, now=now, evaluation=None, dry_run=True)
-        _mark_blocked(result)
-        return result
+        result.segments = _decide(rule, triggers, scopes.get(rule))
+        result.outcome = _outcome(result.segments)
+        result.summary = run_summary(result.segments, blocked=False)
+    return result
+
+
+# --- recording -------------------------------------------------------------------------------
+
+
+def _record(results: list[RuleEvaluationResult], *, actor: Actor, now: datetime,
+            source: str) -> list[RuleEvaluationResult]:
+    decided = [(result.outcome, result.summary) for result in results]
+    try:
+        with transaction.atomic():
+            _record_together(results, actor=actor, now=now, source=source)
+        return results
+    except Exception:
+        logger.exception("Recording %s evaluations together failed: recording them rule by rule", len(results))
+    recorded = []
+    for result, (outcome, summary) in zip(results, decided, strict=True):
+        result.outcome, result.summary, result.planned_changes, result.evaluation = outcome, summary, [], None
+        try:
+            _record_rule(result, actor=actor, now=now, source=source)
+            recorded.append(result)
+        except Exception:
+            logger.exception("Evaluation of rule %s failed", result.rule.pk)
+    return recorded
+
+
+def _record_together(results: list[RuleEvaluationResult], *, actor: Actor, now: datetime, source: str) -> None:
+    """Every rule's evaluation, changes and audit events, set-based (pipeline.ChangeBatch), in the order given."""
+    runs = [RuleRun(result.rule, _evaluation(result, now=now, source=source), result.fired_segment_ids,
+                    result.window_start, result.window_end) for result in results]
+    batch = ChangeBatch(actor=actor, runs=runs, now=now)
+    for result, run in zip(results, runs, strict=True):
+        result.evaluation = run.evaluation
+        batch.entries.append(evaluation_entry(run.evaluation))
+        result.planned_changes = batch.record(run)
+        correction = _outcome_correction(result)
+        if correction:
+            batch.entries.append(evaluation_correct(run.evaluation, **correction))
+    batch.write(evaluations=[run.evaluation for run in runs])
+
+
+def _evaluation(result: RuleEvaluationResult, *, now: datetime, source: str) -> Evaluation:
+    return evaluation_build(rule=result.rule, window_end=result.window_end, source=source, outcome=result.outcome,
+                            summary=result.summary, **evaluation_fields(result, now=now, source=source))
+
+
+def _record_rule(result: RuleEvaluationResult, *, actor: Actor, now: datetime, source: str) -> None:
+    """One rule's evaluation and changes, change by change through the services."""
     with transaction.atomic():
         result.evaluation = evaluation_record(
-            actor=actor, rule=rule, window_end=window_end, evaluated_at=now, source=source,
-            outcome=result.outcome, summary=result.summary, inputs=_inputs(result, now=now, source=source),
+            actor=actor, rule=result.rule, window_end=result.window_end, evaluated_at=now, source=source,
+            outcome=result.outcome, summary=result.summary, **evaluation_fields(result, now=now, source=source),
         )
         result.planned_changes = _plan(result, actor=actor, now=now, evaluation=result.evaluation, dry_run=False)
-        # Changes blocked by the used-up daily limit are not recorded as Changes: the evaluation keeps them.
-        unrecorded = daily_limit_blocks(result.planned_changes)
-        if _mark_blocked(result) or unrecorded:
-            inputs = {**result.evaluation.inputs, "daily_limit_blocks": unrecorded} if unrecorded else None
-            evaluation_set_outcome(actor=actor, evaluation=result.evaluation, outcome=result.outcome,
-                                   summary=result.summary, inputs=inputs)
-    return result
+        correction = _outcome_correction(result)
+        if correction:
+            evaluation_set_outcome(actor=actor, evaluation=result.evaluation, **correction)
+
+
+def _outcome_correction(result: RuleEvaluationResult) -> dict | None:
+    """What the pipeline's answer changes in the recorded evaluation, if anything.
+
+    Changes blocked by the used-up daily limit are not recorded as Changes: the evaluation keeps them.
+    """
+    unrecorded = daily_limit_blocks(result.planned_changes)
+    if not (_mark_blocked(result) or unrecorded):
+        return None
+    inputs = {**result.evaluation.inputs, "daily_limit_blocks": unrecorded} if unrecorded else None
+    return {"outcome": result.outcome, "summary": result.summary, "inputs": inputs}
 
 
 def _plan(result: RuleEvaluationResult, *, actor: Actor, now: datetime, evaluation: Evaluation | None,
@@ -142,7 +217,7 @@ def _mark_blocked(result: RuleEvaluationResult) -> bool:
     if result.outcome != Outcome.FIRED or not changes or not all(c.blocked for c in changes):
         return False
     result.outcome = Outcome.BLOCKED_BY_CAP
-    result.summary = run_summary(result.decisions, blocked=True)
+    result.summary = run_summary(result.segments, blocked=True)
     return True
 
 
@@ -169,110 +244,52 @@ class _Scope:
     counters: ScopeCounters
 
 
-def _decide(rule: Rule, triggers: list[Trigger], scope: _Scope) -> list[dict]:
+def _decide(rule: Rule, triggers: list[Trigger], scope: _Scope) -> SegmentDecisions:
     if not scope.segments:
-        return []
+        return SegmentDecisions()
     bucket = rule.workspace.metric_bucket_minutes
     results = [
         evaluate_trigger(t, scope.counters.series(get_metric(t.metric)), bucket_minutes=bucket) for t in triggers
     ]
     statuses = np.stack([r.status for r in results], axis=1)  # (segments, triggers)
-    decisions = _combine(statuses, rule.match)
-    records = [_trigger_records(r, scope.counters.grid) for r in results]
-    out = []
-    for i, segment in enumerate(scope.segments):
-        decision = Outcome.SKIPPED_STALE if segment["stale"] else decisions[i]
-        trigger_rows = [rows[i] for rows in records]
-        reason = segment["stale"] or "; ".join(row["reason"] for row in trigger_rows)
-        out.append({"segment_id": segment["id"], "segment_name": segment["name"],
-                    "campaign_id": segment["campaign_id"], "decision": str(decision), "reason": reason,
-                    "triggers": trigger_rows})
-    return out
+    return segment_decisions(scope.segments, results, _combine(statuses, rule.match),
+                             window_end=scope.counters.grid.end)
 
 
 def _combine(statuses: np.ndarray, match: str) -> np.ndarray:
+    """Per segment, the triggers' verdicts combined by the rule's match (OUTCOMES codes)."""
     passed, failed = statuses == Status.PASSED, statuses == Status.FAILED
     insufficient = statuses == Status.INSUFFICIENT
     if match == Rule.Match.ALL:
         fired, not_fired = passed.all(axis=1), failed.any(axis=1)
     else:
         fired, not_fired = passed.any(axis=1), ~insufficient.any(axis=1) & ~passed.any(axis=1)
-    return np.where(fired, Outcome.FIRED, np.where(not_fired, Outcome.NOT_FIRED, Outcome.INSUFFICIENT_DATA))
+    code = OUTCOMES.index
+    return np.where(fired, code(Outcome.FIRED),
+                    np.where(not_fired, code(Outcome.NOT_FIRED), code(Outcome.INSUFFICIENT_DATA)))
 
 
-def _outcome(decisions: list[dict]) -> str:
-    seen = {d["decision"] for d in decisions}
+def _outcome(decisions: SegmentDecisions) -> str:
+    counts = decisions.counts()
     for outcome in (Outcome.FIRED, Outcome.NOT_FIRED, Outcome.SKIPPED_STALE):
-        if outcome in seen:
+        if counts[outcome]:
             return outcome
     return Outcome.INSUFFICIENT_DATA
 
 
-def _trigger_records(result: TriggerResult, grid: BucketGrid) -> list[dict]:
-    """Per segment, the trigger's settings, its current window's numbers, and its verdict."""
-    trigger = result.trigger
-    metric = get_metric(trigger.metric)
-    windows = [_window_rows(w, _window_bounds(trigger, grid, k)) for k, w in enumerate(result.windows)]
-    settings = {
-        "trigger_id": trigger.pk, "position": trigger.position, "metric": trigger.metric, "kind": trigger.kind,
-        "direction": trigger.direction, "threshold": _number(trigger.threshold),
-        "confidence": _number(trigger.confidence), "k_sigma": _number(trigger.k_sigma),
-        "min_sample": trigger.min_sample, "window_minutes": trigger.window_minutes,
-        "baseline_minutes": trigger.baseline_minutes, "consecutive_required": trigger.consecutive_windows,
-    }
-    rows = []
-    for i in range(len(result.status)):
-        segment_windows = [rows_of_window[i] for rows_of_window in windows]
-        consecutive = int(result.consecutive[i])
-        row = {**settings, **segment_windows[0], "status": STATUS_NAMES[Status(result.status[i])],
-               "passed": bool(result.status[i] == Status.PASSED), "consecutive_count": consecutive,
-               "reason": trigger_reason(trigger, metric, segment_windows, consecutive)}
-        if len(segment_windows) > 1:
-            row["earlier_windows"] = segment_windows[1:]
-        rows.append(row)
-    return rows
-
-
-def _window_bounds(trigger: Trigger, grid: BucketGrid, k: int) -> tuple[str, str]:
-    end = grid.end - timedelta(minutes=k * trigger.window_minutes)
-    return (end - timedelta(minutes=trigger.window_minutes)).isoformat(), end.isoformat()
-
-
-def _window_rows(window: WindowResult, bounds: tuple[str, str]) -> list[dict]:
-    columns = {
-        "value": window.value, "numerator": window.numerator, "denominator": window.denominator,
-        "baseline": window.baseline, "baseline_numerator": window.baseline_numerator,
-        "baseline_denominator": window.baseline_denominator, **window.extra,
-    }
-    columns = {name: _numbers(values) for name, values in columns.items() if values is not None}
-    statuses = [STATUS_NAMES[Status(s)] for s in window.status]
-    reasons = window.insufficient_reason.tolist()
-    return [
-        {"window_start": bounds[0], "window_end": bounds[1], **{name: col[i] for name, col in columns.items()},
-         "status": statuses[i], "insufficient_reason": reasons[i]}
-        for i in range(len(statuses))
-    ]
-
-
-def _numbers(values: np.ndarray) -> list[float | None]:
-    """Plain floats for JSON: NaN and infinities (undefined statistics, open intervals) become None."""
-    return [v if math.isfinite(v) else None for v in np.asarray(values, dtype=float).tolist()]
-
-
-def _number(value) -> float | None:
-    return None if value is None else float(value)
-
-
-def _inputs(result: RuleEvaluationResult, *, now: datetime, source: str) -> dict:
+def evaluation_fields(result: RuleEvaluationResult, *, now: datetime, source: str) -> dict:
+    """What an Evaluation keeps besides its rule, window, outcome and summary: the settings and
+    the decisions' counts as JSON (`inputs`), every number behind the decisions in columns (`numbers`)."""
     rule = result.rule
-    return {
+    inputs = {
         "rule_version": rule.version, "evaluated_at": now.isoformat(), "source": source,
         "window_start": result.window_start.isoformat(), "window_end": result.window_end.isoformat(),
         "bucket_minutes": rule.workspace.metric_bucket_minutes, "time_zone": rule.workspace.time_zone,
         "freshness_limit_minutes": rule.workspace.freshness_limit_minutes, "match": rule.match,
         "active_hours": [rule.active_hours_start, rule.active_hours_end],
-        "segments": result.decisions,
+        **result.segments.inputs(),
     }
+    return {"inputs": inputs, "numbers": result.segments.to_bytes()}
 
 
 # --- scopes: segments, freshness and counters, shared between rules ---------------------------
@@ -282,22 +299,28 @@ class _ScopeCache:
     """Loads each scope once per call, over the longest span and all the counters its rules need.
 
     The facts are read once per workspace: the first scope asked for loads the segments of
-    every scope of that workspace the call's rules need, sums their facts in one query over
-    the longest span any of them needs, and each scope takes its own rows and buckets from it.
+    every scope of that workspace the call's rules need, sums their facts in one query per
+    interval between the window and baseline boundaries of all their triggers, over the longest
+    span any of them needs, and each scope takes its own rows and span from it.
     """
 
     def __init__(self, rules: list[Rule], *, now: datetime):
         self.now = now
         self._lookback: dict[tuple, int] = defaultdict(int)
-        self._metrics: dict[tuple, set[str]] = defaultdict(set)
+        self._metrics: dict[int, set[str]] = defaultdict(set)  # per workspace
+        self._moments: dict[int, set[str]] = defaultdict(set)  # ratio metrics judged per bucket
+        self._offsets: dict[int, set[int]] = defaultdict(set)  # range ends, in buckets before the end
         self._rules: dict[int, dict[tuple, Rule]] = defaultdict(dict)  # workspace -> scope -> a rule of it
         for rule in rules:
-            key = scope_key(rule)
-            self._rules[rule.workspace_id].setdefault(key, rule)
+            key, workspace = scope_key(rule), rule.workspace_id
+            self._rules[workspace].setdefault(key, rule)
             bucket = rule.workspace.metric_bucket_minutes
             for trigger in rule.triggers.all():
                 self._lookback[key] = max(self._lookback[key], lookback_buckets(trigger, bucket))
-                self._metrics[key].add(trigger.metric)
+                self._metrics[workspace].add(trigger.metric)
+                self._offsets[workspace] |= window_offsets(trigger, bucket)
+                if needs_bucket_moments(trigger):
+                    self._moments[workspace].add(trigger.metric)
         self._loaded: dict[tuple, _Scope] = {}
 
     def get(self, rule: Rule) -> _Scope:
@@ -307,25 +330,39 @@ class _ScopeCache:
         return self._loaded[key]
 
     def _load_workspace(self, workspace, scope_rules: dict[tuple, Rule]) -> None:
-        rows = {key: list(segments_in_scope(rule).values(
-            "id", "name", "campaign_id", "daily_budget", "campaign__metrics_received_at",
-            "campaign__metrics_latest_bucket", "campaign__data_quality_flag",
-        )) for key, rule in scope_rules.items()}
-        union = {r["id"]: r for scope_rows in rows.values() for r in scope_rows}
+        # Scopes overlap (a channel's rules, its campaigns' rules...): each scope reads only its
+        # segment ids, and the union's details are read once.
+        scope_ids = {key: list(segments_in_scope(rule).values_list("id", flat=True))
+                     for key, rule in scope_rules.items()}
+        union = _segment_details({pk for ids in scope_ids.values() for pk in ids})
         grid = BucketGrid(floor_to_bucket(self.now, workspace.metric_bucket_minutes),
                           workspace.metric_bucket_minutes, max(self._lookback[key] for key in scope_rules))
-        needed = {key: counters_needed(get_metric(m) for m in self._metrics[key]) for key in scope_rules}
         loaded = load_counters(
-            campaign_ids={r["campaign_id"] for r in union.values()}, segment_ids=list(union),
-            daily_budgets=[float(r["daily_budget"]) for r in union.values()],
-            counters=sorted({name for names in needed.values() for name in names}), grid=grid,
+            workspace_id=workspace.pk, campaign_ids={r["campaign_id"] for r in union.values()},
+            segment_ids=list(union), daily_budgets=[float(r["daily_budget"]) for r in union.values()],
+            counters=counters_needed(get_metric(m) for m in self._metrics[workspace.pk]),
+            moments=[get_metric(m) for m in sorted(self._moments[workspace.pk])], grid=grid,
+            offsets=self._offsets[workspace.pk],
         )
         stale = {r["id"]: _staleness(r, workspace, self.now) for r in union.values()}
-        for key, scope_rows in rows.items():
-            segments = [{"id": r["id"], "name": r["name"], "campaign_id": r["campaign_id"], "stale": stale[r["id"]]}
-                        for r in scope_rows]
-            counters = loaded.select([r["id"] for r in scope_rows], self._lookback[key], needed[key])
+        for key, ids in scope_ids.items():
+            segments = [{"id": pk, "name": union[pk]["name"], "campaign_id": union[pk]["campaign_id"],
+                         "stale": stale[pk]} for pk in ids]
+            counters = loaded.select(ids, self._lookback[key])
             self._loaded[key] = _Scope(segments, counters)
+
+
+def _segment_details(segment_ids: set[int]) -> dict[int, dict]:
+    """What the engine needs of each segment, by id, in id order (as scopes list them): one query,
+    or one per chunk where the database limits the parameters of a query (SQLite)."""
+    ids = sorted(segment_ids)
+    chunk = connection.features.max_query_params or len(ids) or 1
+    details = {}
+    for start in range(0, len(ids), chunk):
+        details |= {row["id"]: row for row in Segment.objects.filter(pk__in=ids[start:start + chunk]).order_by("pk")
+                    .values("id", "name", "campaign_id", "daily_budget", "campaign__metrics_received_at",
+                            "campaign__metrics_latest_bucket", "campaign__data_quality_flag")}
+    return details
 
 
 def _staleness(row: dict, workspace, now: datetime) -> str:

@@ -1,13 +1,16 @@
 """Sentences a marketer reads: why a trigger held or not for a segment, and what a run decided."""
 
-from collections import Counter
 from decimal import Decimal
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 from campaigns.metrics import DERIVED_METRICS, DerivedMetric
 
 from .models import Evaluation, Rule, Trigger
 from .triggers import LOW_BASELINE, LOW_SAMPLE, NO_BASELINE_VALUE, Status
+
+if TYPE_CHECKING:
+    from .decisions import SegmentDecisions
 
 _MOVED = {Trigger.Direction.BELOW: "fell", Trigger.Direction.ABOVE: "rose", Trigger.Direction.EITHER: "moved"}
 
@@ -46,6 +49,8 @@ def window_reason(trigger: Trigger, metric: DerivedMetric, window: dict) -> str:
         verdict = f"{_MOVED[trigger.direction]} significantly" if passed else "no significant change"
         return f"{value} vs baseline {baseline}: {verdict} (p = {window['p_value']:.3g}, needs < {alpha:.3g})"
     limits = f"[{format_value(metric, window['lower_limit'])}, {format_value(metric, window['upper_limit'])}]"
+    if "bucket_mean" in window:  # a ratio's X-bar chart judges the window's mean per bucket
+        value = f"{metric.label} {format_value(metric, window['bucket_mean'])} (mean per bucket)"
     return f"{value} is {'outside' if passed else 'within'} the control limits {limits}"
 
 
@@ -78,13 +83,13 @@ def trigger_reason(trigger: Trigger, metric: DerivedMetric, windows: list[dict],
 STATUS_NAMES = {Status.PASSED: "passed", Status.FAILED: "failed", Status.INSUFFICIENT: "insufficient_data"}
 
 
-def run_summary(decisions: list[dict], *, blocked: bool) -> str:
+def run_summary(decisions: "SegmentDecisions", *, blocked: bool) -> str:
     """One sentence for the whole run, e.g. "Fired for 2 of 10 segments (A, B); 8 not fired."."""
-    counts = Counter(d["decision"] for d in decisions)
+    counts = decisions.counts()
     total = len(decisions)
     if not total:
         return "No segment matches the rule's scope."
-    fired = [d["segment_name"] for d in decisions if d["decision"] == Evaluation.Outcome.FIRED]
+    fired = decisions.fired_names()
     parts = []
     if fired:
         names = ", ".join(fired[:5]) + (f" and {len(fired) - 5} more" if len(fired) > 5 else "")

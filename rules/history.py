@@ -34,15 +34,17 @@ def applied_steps(*, target_type: str, target_ids: Iterable[int], field: str,
     return steps
 
 
-def rule_actions_in_day(*, rule_id: int, now: datetime) -> int:
-    """Applied actions of a rule in the 24 hours before `now`; a reallocation batch is one action."""
-    counts = Change.objects.filter(
-        rule_id=rule_id, status=Change.Status.APPLIED, applied_at__gt=now - ACTIONS_DAY, applied_at__lte=now
-    ).aggregate(
-        single=Count("id", filter=Q(batch_id="")),
-        batches=Count("batch_id", filter=~Q(batch_id=""), distinct=True),
+def rules_actions_in_day(*, rule_ids: Iterable[int], now: datetime) -> dict[int, int]:
+    """Applied actions of each rule in the 24 hours before `now`, by rule id (rules with none left out);
+    a reallocation batch is one action."""
+    rows = (
+        Change.objects.filter(rule_id__in=list(rule_ids), status=Change.Status.APPLIED,
+                              applied_at__gt=now - ACTIONS_DAY, applied_at__lte=now)
+        .values("rule_id")
+        .annotate(single=Count("id", filter=Q(batch_id="")),
+                  batches=Count("batch_id", filter=~Q(batch_id=""), distinct=True))
     )
-    return counts["single"] + counts["batches"]
+    return {row["rule_id"]: row["single"] + row["batches"] for row in rows}
 
 
 def daily_budget_by_channel(*, workspace_id: int, target_type: str) -> dict[str, Decimal]:
@@ -51,12 +53,26 @@ def daily_budget_by_channel(*, workspace_id: int, target_type: str) -> dict[str,
     Only what can spend counts: archived segments and campaigns are left out; paused ones
     stay in, since resuming them needs no budget change.
     """
+    return daily_budgets_by_channel(workspace_ids=[workspace_id], target_type=target_type)[workspace_id]
+
+
+def daily_budgets_by_channel(*, workspace_ids: Iterable[int], target_type: str) -> dict[int, dict[str, Decimal]]:
+    """`daily_budget_by_channel` of several workspaces in one query, by workspace id."""
+    workspace_ids = list(workspace_ids)
     if target_type == "campaign":
-        rows = (Campaign.objects.filter(workspace_id=workspace_id).exclude(status=DeliveryStatus.ARCHIVED)
-                .values("channel").annotate(total=Sum("daily_budget")))
+        rows = (Campaign.objects.filter(workspace_id__in=workspace_ids).exclude(status=DeliveryStatus.ARCHIVED)
+                .values_list("workspace_id", "channel").annotate(total=Sum("daily_budget")))
     else:
-        rows = (Segment.objects.filter(campaign__workspace_id=workspace_id)
+        rows = (Segment.objects.filter(campaign__workspace_id__in=workspace_ids)
                 .exclude(status=DeliveryStatus.ARCHIVED).exclude(campaign__status=DeliveryStatus.ARCHIVED)
-                .values("campaign__channel").annotate(total=Sum("daily_budget")))
-    key = "channel" if target_type == "campaign" else "campaign__channel"
-    return {row[key]: row["total"] or Decimal(0) for row in rows}
+                .values_list("campaign__workspace_id", "campaign__channel").annotate(total=Sum("daily_budget")))
+    totals: dict[int, dict[str, Decimal]] = {pk: {} for pk in workspace_ids}
+    for workspace_id, channel, total in rows:
+        totals[workspace_id][channel] = total or Decimal(0)
+    return totals
+
+
+def counts_in_channel_totals(target) -> bool:
+    """Whether the target's daily budget is in `daily_budget_by_channel` (it can spend)."""
+    campaign = target if isinstance(target, Campaign) else target.campaign
+    return DeliveryStatus.ARCHIVED not in {target.status, campaign.status}

@@ -133,7 +133,8 @@ class Trigger(models.Model):
 
 
 class Evaluation(models.Model):
-    """One run of a rule over one window: the numbers that drove it are kept in `inputs`."""
+    """One run of a rule over one window: the settings in `inputs`, the numbers that drove each
+    segment's decision in `numbers` (columns; read them with `rules.decisions.evaluation_segment_rows`)."""
 
     class Outcome(models.TextChoices):
         FIRED = "fired", "Fired"
@@ -155,7 +156,9 @@ class Evaluation(models.Model):
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.SCHEDULE)
     outcome = models.CharField(max_length=24, choices=Outcome.choices)
     summary = models.TextField(blank=True)
-    inputs = models.JSONField(default=dict, help_text="Per segment: values, baselines, statistics, decision.")
+    inputs = models.JSONField(default=dict, help_text="Settings, decisions per outcome, fired segments.")
+    numbers = models.BinaryField(default=bytes, editable=False,
+                                 help_text="Per segment: values, baselines, statistics, decision (columns).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

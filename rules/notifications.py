@@ -83,17 +83,49 @@ def _public(endpoint: NotificationEndpoint) -> dict:
 
 def notify_pending(*, changes: Sequence[Change]) -> None:
     """The changes wait at their approval level: tell whoever may decide it (never the requester)."""
-    first = changes[0]
-    event = Event.CHANGE_ESCALATED if first.approval_level > 1 else Event.CHANGE_PENDING
-    verb = f"escalated to level {first.approval_level}" if first.approval_level > 1 else "awaits your approval"
-    _notify(
-        workspace_id=first.workspace_id, event=event, change=first,
-        subject=f"Change #{first.pk} {verb}: {_describe(first)}",
-        text=_text(changes, f"SLA: decide by {first.sla_due_at:%Y-%m-%d %H:%M} UTC." if first.sla_due_at else ""),
-        data={"changes": [change_data(c) for c in changes]},
-        emails=approver_emails(workspace_id=first.workspace_id, level=first.approval_level,
-                               exclude_user_ids=_own_user_ids(first)),
-    )
+    notify_pending_groups(groups=[changes])
+
+
+def notify_pending_groups(*, groups: Sequence[Sequence[Change]]) -> None:
+    """`notify_pending` for each group (a change, or a batch told as one), the workspaces' approvers and
+    endpoints read once and every delivery written in one insert."""
+    workspace_ids = {changes[0].workspace_id for changes in groups}
+    audience = _Audience(Membership.objects.filter(workspace_id__in=workspace_ids).select_related("user"),
+                         NotificationEndpoint.objects.filter(workspace_id__in=workspace_ids, enabled=True))
+    rows = []
+    for changes in groups:
+        first = changes[0]
+        event = Event.CHANGE_ESCALATED if first.approval_level > 1 else Event.CHANGE_PENDING
+        verb = f"escalated to level {first.approval_level}" if first.approval_level > 1 else "awaits your approval"
+        sla = f"SLA: decide by {first.sla_due_at:%Y-%m-%d %H:%M} UTC." if first.sla_due_at else ""
+        rows += _deliveries(
+            workspace_id=first.workspace_id, event=event, change=first,
+            subject=f"Change #{first.pk} {verb}: {_describe(first)}", text=_text(changes, sla),
+            data={"changes": [change_data(c) for c in changes]},
+            emails=audience.approver_emails(workspace_id=first.workspace_id, level=first.approval_level,
+                                            exclude_user_ids=_own_user_ids(first)),
+            endpoints=audience.endpoints.get(first.workspace_id, []),
+        )
+    _save(rows)
+
+
+class _Audience:
+    """Who hears of events in some workspaces: their memberships and enabled endpoints."""
+
+    def __init__(self, memberships, endpoints):
+        self.memberships: dict[int, list[Membership]] = {}
+        for membership in memberships:
+            self.memberships.setdefault(membership.workspace_id, []).append(membership)
+        self.endpoints: dict[int, list[NotificationEndpoint]] = {}
+        for endpoint in endpoints:
+            self.endpoints.setdefault(endpoint.workspace_id, []).append(endpoint)
+
+    def approver_emails(self, *, workspace_id: int, level: int, exclude_user_ids: set[int]) -> list[str]:
+        return sorted({
+            m.user.email for m in self.memberships.get(workspace_id, [])
+            if m.user.email and m.user.is_active and m.user_id not in exclude_user_ids
+            and membership_authority(m).decides_level(level)
+        })
 
 
 def notify_decided(*, changes: Sequence[Change], event: str, comment: str = "") -> None:
@@ -148,12 +180,8 @@ def _own_user_ids(change: Change) -> set[int]:
 
 
 def approver_emails(*, workspace_id: int, level: int, exclude_user_ids: set[int]) -> list[str]:
-    memberships = Membership.objects.filter(workspace_id=workspace_id).select_related("user")
-    return sorted({
-        m.user.email for m in memberships
-        if m.user.email and m.user.is_active and m.user_id not in exclude_user_ids
-        and membership_authority(m).decides_level(level)
-    })
+    audience = _Audience(Membership.objects.filter(workspace_id=workspace_id).select_related("user"), [])
+    return audience.approver_emails(workspace_id=workspace_id, level=level, exclude_user_ids=exclude_user_ids)
 
 
 def _emails_of(user_ids: set[int]) -> list[str]:
@@ -163,15 +191,26 @@ def _emails_of(user_ids: set[int]) -> list[str]:
 
 def _notify(*, workspace_id: int, event: str, change: Change | None, subject: str, text: str, data: dict,
             emails: list[str]) -> list[Delivery]:
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("notifications are written inside the transaction of the event they tell about")
+    endpoints = NotificationEndpoint.objects.filter(workspace_id=workspace_id, enabled=True)
+    return _save(_deliveries(workspace_id=workspace_id, event=event, change=change, subject=subject, text=text,
+                             data=data, emails=emails, endpoints=endpoints))
+
+
+def _deliveries(*, workspace_id: int, event: str, change: Change | None, subject: str, text: str, data: dict,
+                emails: list[str], endpoints) -> list[Delivery]:
     rows = [Delivery(workspace_id=workspace_id, event=event, channel=Delivery.Channel.EMAIL, recipient=email,
                      change=change, subject=subject[:200], payload={"text": text}) for email in emails]
-    for endpoint in NotificationEndpoint.objects.filter(workspace_id=workspace_id, enabled=True):
+    for endpoint in endpoints:
         if endpoint.wants(event):
             rows.append(Delivery(workspace_id=workspace_id, event=event, channel=Delivery.Channel.WEBHOOK,
                                  endpoint=endpoint, recipient=endpoint.url, change=change, subject=subject[:200],
                                  payload={"event": event, "subject": subject, "data": data}))
+    return rows
+
+
+def _save(rows: list[Delivery]) -> list[Delivery]:
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("notifications are written inside the transaction of the event they tell about")
     created = Delivery.objects.bulk_create(rows)
     ids = [row.pk for row in created]
     transaction.on_commit(lambda: _enqueue(ids))

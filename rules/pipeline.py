@@ -9,6 +9,14 @@ the rest waits for approvers (rules.approvals). Each change carries an idempoten
 the rule version, target, field and window: a second run over the same window (a retried task,
 a concurrent worker) finds the changes recorded and creates and applies nothing.
 
+That is `changes_for_evaluation`: one rule's run, change by change through the change services.
+The engine records the runs of all the rules it evaluates together with `ChangeBatch` instead:
+one transaction, the same steps in memory (plans on a shared ledger, rules.ledger, so that each
+rule sees what the rules before it applied), then a few set-based writes. Its outcome —
+changes, statuses, targets, approvals, notifications, pushes, audit events and their order — is
+that of recording the runs one after the other; should it fail, the engine falls back to
+recording rule by rule through `changes_for_evaluation`.
+
 A change blocked because the rule's daily action limit was already used up (the
 `actions_per_day` cap) is not recorded as a Change: once the limit is reached, every further
 segment the rule fired on would add a blocked row and its audit event, thousands per run for a
@@ -25,26 +33,46 @@ through the same caps and policy as any change.
 """
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.utils import timezone
 
 from audit.actors import Actor
 from audit.models import AuditEvent
-from audit.services import audit_record
 from campaigns.models import Campaign, Creative, Segment
+from rulesplatform.bulk_insert import bulk_insert
 
 from .actions import ActionInput, ChangeRequest, Reallocation, reallocations_for, requests_for, split_exactly
+from .binding import binds
 from .caps import CapInputs, Capped, ChannelBudget, Limits, cap_change
-from .changes import change_propose, changes_apply_approved, changes_route
-from .history import applied_steps, daily_budget_by_channel, rule_actions_in_day
-from .models import Change, Evaluation, Rule
-from .notifications import notify_alert
-from .targets import Target, bounds, format_value, is_numeric, target_type
+from .changes import (
+    LazyEntry,
+    apply_in_memory,
+    audit_entries,
+    change_build,
+    change_propose,
+    changes_apply_approved,
+    changes_route,
+    conflict_in_memory,
+    entry_as_of,
+    moved_targets,
+    proposal_entry,
+    refuse_unless_approved_as_is,
+    route_in_memory,
+    target_attr,
+    target_key,
+)
+from .ledger import Ledger, recorded_changes
+from .models import Approval, Change, Evaluation, Rule
+from .notifications import notify_alert, notify_pending_groups
+from .pushes import pushes_enqueue
+from .services import evaluations_insert
+from .targets import TARGET_MODELS, Target, bounds, format_value, is_numeric, target_type
 
 logger = logging.getLogger(__name__)
 
@@ -99,24 +127,48 @@ class _Group:
     batch_id: str = ""
 
 
+@dataclass
+class RuleRun:
+    """One rule's fired segments in one window, to turn into changes (`evaluation`: None in a dry run)."""
+
+    rule: Rule
+    evaluation: Evaluation | None
+    fired_segment_ids: list[int]
+    window_start: datetime
+    window_end: datetime
+
+
 def changes_for_evaluation(*, actor: Actor, rule: Rule, evaluation: Evaluation | None, fired_segment_ids: list[int],
                            window_start: datetime, window_end: datetime, now: datetime,
                            dry_run: bool) -> list[PlannedChange]:
-    if rule.action in (Rule.Action.ALERT, Rule.Action.ESCALATE_ALERT):
-        if not dry_run:
-            _record_alert(actor=actor, rule=rule, evaluation=evaluation, fired_segment_ids=fired_segment_ids,
-                          window_end=window_end)
+    """One rule's run, recorded change by change through the change services (or, dry, only planned)."""
+    run = RuleRun(rule, evaluation, fired_segment_ids, window_start, window_end)
+    if dry_run:
+        return changes_planned(run, now=now)
+    if _alerts(rule):
+        _record_alert(actor=actor, run=run)
         if not pauses_on_escalation(rule):
             return []
-    if dry_run:
-        groups = _Planner(rule, window_start, window_end, now).plan(fired_segment_ids)
-        return [item.planned for group in groups for item in group.items]
     with transaction.atomic():
         # Serialise runs of one rule: its history (cooldowns, windows, actions per day) must
         # include what the previous run applied, and a window must be recorded once.
         Rule.objects.select_for_update().filter(pk=rule.pk).values_list("pk").first()
-        groups = _Planner(rule, window_start, window_end, now).plan(fired_segment_ids)
-        return _record_and_apply(actor, rule, evaluation, groups, now)
+        ledger = Ledger(rules=[rule], fired_segment_ids=fired_segment_ids, now=now, lock=True)
+        groups = _Planner(run, now, ledger).plan()
+        return _record_groups(groups, recorded_changes([run]),
+                              partial(_record_group, actor, rule, evaluation, now=now))
+
+
+def changes_planned(run: RuleRun, *, now: datetime) -> list[PlannedChange]:
+    """What the run would propose: a dry run, which writes nothing."""
+    if _alerts(run.rule) and not pauses_on_escalation(run.rule):
+        return []
+    ledger = Ledger(rules=[run.rule], fired_segment_ids=run.fired_segment_ids, now=now, lock=False)
+    return [item.planned for group in _Planner(run, now, ledger).plan() for item in group.items]
+
+
+def _alerts(rule: Rule) -> bool:
+    return rule.action in (Rule.Action.ALERT, Rule.Action.ESCALATE_ALERT)
 
 
 def idempotency_key(*, rule: Rule, target: Target, field_name: str, window_end: datetime) -> str:
@@ -126,23 +178,22 @@ def idempotency_key(*, rule: Rule, target: Target, field_name: str, window_end: 
 class _Planner:
     """Plans one run of a rule: requests from the action, each through the caps.
 
-    The caps' inputs are loaded once per run; what the run itself plans is counted as it
+    The caps' inputs come from the ledger (read once for all the rules planned together, with
+    what earlier rules of the batch applied); what the run itself plans is counted as it
     goes (actions towards the daily limit, budget raised in a channel), so that a dry run
     shows the same outcome as the real run.
     """
 
-    def __init__(self, rule: Rule, window_start: datetime, window_end: datetime, now: datetime):
-        self.rule, self.window_start, self.window_end, self.now = rule, window_start, window_end, now
-        self.limits = Limits.for_rule(rule)
-        self.actions_in_day = rule_actions_in_day(rule_id=rule.pk, now=now)
+    def __init__(self, run: RuleRun, now: datetime, ledger: Ledger):
+        self.rule, self.window_start, self.window_end, self.now = run.rule, run.window_start, run.window_end, now
+        self.fired_segment_ids, self.ledger = run.fired_segment_ids, ledger
+        self.limits = Limits.for_rule(run.rule)
+        self.actions_in_day = ledger.actions_in_day(run.rule)
         self._steps: dict[tuple[str, str], dict] = {}
         self._channels: dict[str, dict[str, Decimal]] = {}
 
-    def plan(self, fired_segment_ids: list[int]) -> list[_Group]:
-        segments = list(
-            Segment.objects.filter(pk__in=fired_segment_ids, campaign__workspace_id=self.rule.workspace_id)
-            .select_related("campaign").order_by("pk")
-        )
+    def plan(self) -> list[_Group]:
+        segments = self.ledger.segments(self.rule, self.fired_segment_ids)
         action_input = ActionInput(self.rule, segments, self.window_start, self.window_end)
         if self.rule.action == Rule.Action.REALLOCATE_BUDGET:
             reallocations = reallocations_for(action_input)
@@ -230,13 +281,12 @@ class _Planner:
         for target, field_name in targets:
             wanted.setdefault((target_type(target), field_name), set()).add(target.pk)
         for (kind, field_name), ids in wanted.items():
-            self._steps[(kind, field_name)] = applied_steps(target_type=kind, target_ids=ids, field=field_name,
-                                                            since=since)
+            self._steps[(kind, field_name)] = self.ledger.steps(kind, field_name, ids, since=since)
 
     def _channel_totals(self, target: Target) -> dict[str, Decimal]:
         kind = target_type(target)
         if kind not in self._channels:
-            self._channels[kind] = daily_budget_by_channel(workspace_id=self.rule.workspace_id, target_type=kind)
+            self._channels[kind] = self.ledger.channel_totals(self.rule.workspace_id, kind)
         return self._channels[kind]
 
     def _channel_budget(self, target: Target) -> ChannelBudget:
@@ -271,11 +321,10 @@ def _conservation_entry(*, total: Decimal, asked: Decimal, moved: Decimal, bound
             "detail": detail}
 
 
-# --- recording ---------------------------------------------------------------------------------
+# --- recording, change by change (one rule's run; the batch's fallback) -----------------------------
 
-def _record_and_apply(actor: Actor, rule: Rule, evaluation: Evaluation | None, groups: list[_Group],
-                      now: datetime) -> list[PlannedChange]:
-    recorded = _already_recorded(groups)
+def _record_groups(groups: list[_Group], recorded: dict[str, list[Change]],
+                   record_group: Callable[[_Group], list[PlannedChange]]) -> list[PlannedChange]:
     result: list[PlannedChange] = []
     for group in groups:
         existing = recorded.get(group.batch_id) if group.batch_id else recorded.get(group.items[0].key)
@@ -285,38 +334,29 @@ def _record_and_apply(actor: Actor, rule: Rule, evaluation: Evaluation | None, g
         elif all(item.planned.over_daily_limit for item in group.items):
             result += [item.planned for item in group.items]  # kept in the evaluation (module docstring)
         else:
-            result += _record_group(actor, rule, evaluation, group, now)
+            result += record_group(group)
     return result
 
 
-def _already_recorded(groups: list[_Group]) -> dict[str, list[Change]]:
-    keys = [item.key for group in groups if not group.batch_id for item in group.items]
-    batch_ids = [group.batch_id for group in groups if group.batch_id]
-    found: dict[str, list[Change]] = {}
-    if not groups:
-        return found
-    changes = (Change.objects.filter(Q(idempotency_key__in=keys) | Q(batch_id__in=batch_ids))
-               .select_related("segment__campaign", "creative__campaign", "campaign").order_by("pk"))
-    for change in changes:
-        found.setdefault(change.batch_id or change.idempotency_key, []).append(change)
-    return found
-
-
-def _record_group(actor: Actor, rule: Rule, evaluation: Evaluation | None, group: _Group,
+def _record_group(actor: Actor, rule: Rule, evaluation: Evaluation | None, group: _Group, *,
                   now: datetime) -> list[PlannedChange]:
-    changes = []
-    for item in group.items:
-        planned = item.planned
-        change, _created = change_propose(
-            actor=actor, target=planned.target, field=planned.field, old_value=planned.old_value,
-            requested_value=planned.requested_value, capped_value=planned.capped_value,
-            cap_report=planned.cap_report, idempotency_key=item.key, rule=rule, rule_version=rule.version,
-            evaluation=evaluation, batch_id=group.batch_id, reason=item.reason, now=now, route_now=False,
-        )
-        changes.append(change)
+    changes = [change_propose(actor=actor, **_proposal(rule, evaluation, group, item), now=now, route_now=False)[0]
+               for item in group.items]
     # The group is judged as one by the policy, and what it approves is applied as one.
     changes = changes_route(actor=actor, changes=changes, now=now)
     changes = changes_apply_approved(actor=actor, changes=changes, now=now)
+    return _planned_changes(changes, group)
+
+
+def _proposal(rule: Rule, evaluation: Evaluation | None, group: _Group, item: _Planned) -> dict:
+    planned = item.planned
+    return {"target": planned.target, "field": planned.field, "old_value": planned.old_value,
+            "requested_value": planned.requested_value, "capped_value": planned.capped_value,
+            "cap_report": planned.cap_report, "idempotency_key": item.key, "rule": rule,
+            "rule_version": rule.version, "evaluation": evaluation, "batch_id": group.batch_id, "reason": item.reason}
+
+
+def _planned_changes(changes: list[Change], group: _Group) -> list[PlannedChange]:
     pairs = zip(changes, group.items, strict=True)
     return [_planned_from(change, target=item.planned.target) for change, item in pairs]
 
@@ -329,33 +369,206 @@ def _planned_from(change: Change, *, target: Target | None = None) -> PlannedCha
     )
 
 
+# --- recording, set-based (many rules' runs at once) ------------------------------------------------
+
+# Actions that read rows of their own besides the fired segments (rules.actions: creatives, a
+# campaign's other segments): those rows must hold what the batch has applied before they are read.
+_READS_ROWS_ITSELF = frozenset({Rule.Action.PAUSE_CREATIVE, Rule.Action.RESUME_CREATIVE, Rule.Action.ROTATE_CREATIVE,
+                                Rule.Action.REALLOCATE_BUDGET})
+
+
+class TargetMoved(RuntimeError):
+    """A row the batch changes, not locked before planning, no longer holds what the batch planned on."""
+
+
+class ChangeBatch:
+    """The runs of many rules recorded together, in the caller's transaction, with the outcome of
+    recording them one after the other (in the order `record` is called) change by change.
+
+    Locks every rule once (by id), then reads what planning needs once for all of them (the
+    ledger, rules.ledger: fired segments locked by id, applied steps, actions in the day,
+    channel budgets, policies, auto-applied amounts, what was already recorded). `record` plans a
+    run and takes its changes through the same steps as the change services — built, routed,
+    applied, each status reached through `change_transition` — in memory; `write` inserts and
+    updates everything in a few statements per kind of row, audit events last, in the order the
+    change-by-change path writes them.
+    """
+
+    def __init__(self, *, actor: Actor, runs: Sequence[RuleRun], now: datetime):
+        self.actor, self.now = actor, now
+        # Serialise runs of each rule (see changes_for_evaluation), locking in id order: two batches
+        # sharing rules wait for each other instead of deadlocking.
+        list(Rule.objects.select_for_update().filter(pk__in={run.rule.pk for run in runs}).order_by("pk")
+             .values_list("pk", flat=True))
+        fired = [run for run in runs if run.fired_segment_ids]
+        self.ledger = Ledger(rules=[run.rule for run in fired], now=now, lock=True,
+                             fired_segment_ids=[pk for run in fired for pk in run.fired_segment_ids])
+        self._locked = set(self.ledger.targets)
+        self._recorded = recorded_changes([run for run in fired if not _alerts(run.rule)
+                                           or pauses_on_escalation(run.rule)])
+        self._alerted = alerts_recorded([run for run in fired if _alerts(run.rule)])
+        self.entries: list[LazyEntry] = []
+        self._changes: list[Change] = []
+        self._approvals: list[Approval] = []
+        self._pending: list[list[Change]] = []
+        self._applied: list[Change] = []
+        self._unchecked: dict[tuple[str, int], dict[str, str]] = {}  # not locked up front: attr -> value planned on
+
+    def record(self, run: RuleRun) -> list[PlannedChange]:
+        if _alerts(run.rule):
+            self._alert(run)
+            if not pauses_on_escalation(run.rule):
+                return []
+        if not run.fired_segment_ids:
+            return []
+        if run.rule.action in _READS_ROWS_ITSELF and self.ledger.dirty:
+            self._write_targets()
+        groups = _Planner(run, self.now, self.ledger).plan()
+        return _record_groups(groups, self._recorded, partial(self._record_group, run))
+
+    def write(self, *, evaluations: Sequence[Evaluation]) -> None:
+        evaluations_insert(evaluations=evaluations, evaluated_at=self.now)
+        bulk_insert(self._changes)
+        bulk_insert(self._approvals)
+        self._write_targets()
+        if self._pending:
+            notify_pending_groups(groups=self._pending)
+        pushes_enqueue(changes=self._applied)
+        audit_entries(actor=self.actor, entries=self.entries)
+
+    def _record_group(self, run: RuleRun, group: _Group) -> list[PlannedChange]:
+        changes = [change_build(actor=self.actor, **_proposal(run.rule, run.evaluation, group, item))
+                   for item in group.items]
+        self._changes += changes
+        self.entries += [proposal_entry(change) for change in changes]
+        routable = [c for c in changes if c.status == Change.Status.PROPOSED]
+        if routable:
+            first = routable[0]
+            routed = route_in_memory(self.actor, routable, policy=self.ledger.policy_for(first), now=self.now,
+                                     auto_amount_in_day=self.ledger.auto_amount_in_day(first.workspace_id))
+            self._approvals += routed.approvals
+            self.entries += routed.entries
+            if routed.auto:
+                self._apply(routable, routed.approvals)
+            else:
+                self._pending.append(routable)
+        return _planned_changes(changes, group)
+
+    def _apply(self, changes: list[Change], approvals: list[Approval]) -> None:
+        """`change_apply_batch` in memory: approval binding, compare-and-set, all or nothing."""
+        approval_of = {id(approval.change): approval for approval in approvals}
+        refuse_unless_approved_as_is(changes, lambda change: binds(approval_of[id(change)], change))
+        targets = {target_key(c): self.ledger.canonical(c.target) for c in changes}
+        moved = moved_targets(changes, targets)
+        if moved:
+            self.entries += conflict_in_memory(changes, moved)
+            return
+        for change in changes:
+            target = targets[target_key(change)]
+            if target_key(change) not in self._locked:
+                self._unchecked.setdefault(target_key(change), {}).setdefault(target_attr(change), change.old_value)
+            self.entries.append(apply_in_memory(change, target, self.now))
+            self.ledger.applied(change, target, auto=True)
+        self._applied += changes
+
+    def _write_targets(self) -> None:
+        """One UPDATE per (model, field) for the targets changed so far."""
+        self._lock_unchecked()
+        stamp = timezone.now()
+        by_attr: dict[tuple[str, str], list[Target]] = {}
+        for key, attrs in self.ledger.dirty.items():
+            target = self.ledger.targets[key]
+            target.updated_at = stamp
+            for attr in attrs:
+                by_attr.setdefault((key[0], attr), []).append(target)
+        for (kind, attr), targets in sorted(by_attr.items(), key=lambda item: item[0]):
+            _update_column(TARGET_MODELS[kind], attr, targets, stamp)
+        self.ledger.dirty.clear()
+
+    def _lock_unchecked(self) -> None:
+        """Compare-and-set for targets read by an action (not locked before planning): lock them, by model
+        then id, and check they still hold what the batch planned on."""
+        for kind in sorted({kind for kind, _ in self._unchecked}):
+            ids = sorted(pk for k, pk in self._unchecked if k == kind)
+            for row in TARGET_MODELS[kind].objects.select_for_update().filter(pk__in=ids).order_by("pk"):
+                for attr, planned_on in self._unchecked[(kind, row.pk)].items():
+                    if format_value(getattr(row, attr)) != planned_on:
+                        raise TargetMoved(f"{kind} {row.pk}: {attr} is {getattr(row, attr)}, planned on {planned_on}")
+        self._locked |= set(self._unchecked)
+        self._unchecked.clear()
+
+    def _alert(self, run: RuleRun) -> None:
+        window = (run.rule.pk, run.window_end.isoformat())
+        if not run.fired_segment_ids or window in self._alerted:
+            return
+        self._alerted.add(window)
+        self.entries.append(_alert_entry(run))
+        _raise_alert(run)
+
+
+def _update_column(model, attr: str, targets: list[Target], stamp: datetime) -> None:
+    """Write one column of these rows from memory (and `updated_at`), in one UPDATE."""
+    if connection.vendor != "postgresql":
+        model.objects.bulk_update(targets, [attr, "updated_at"])
+        return
+    # bulk_update's CASE WHEN compiles one branch per row: twenty times slower than joining arrays.
+    field, qn = model._meta.get_field(attr), connection.ops.quote_name
+    values = [field.get_db_prep_save(getattr(t, attr), connection) for t in targets]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {qn(model._meta.db_table)} AS t SET {qn(field.column)} = v.value, updated_at = %s "
+            f"FROM unnest(%s::bigint[], %s::{field.db_type(connection)}[]) AS v(id, value) WHERE t.id = v.id",
+            [stamp, [t.pk for t in targets], values],
+        )
+
+
 # --- alerts --------------------------------------------------------------------------------------
 
 def pauses_on_escalation(rule: Rule) -> bool:
     return rule.action == Rule.Action.ESCALATE_ALERT and bool((rule.action_params or {}).get("pause"))
 
 
-def _record_alert(*, actor: Actor, rule: Rule, evaluation: Evaluation | None, fired_segment_ids: list[int],
-                  window_end: datetime) -> None:
-    if not fired_segment_ids:
+def _record_alert(*, actor: Actor, run: RuleRun) -> None:
+    if not run.fired_segment_ids:
         return
     with transaction.atomic():
-        Rule.objects.select_for_update().filter(pk=rule.pk).values_list("pk").first()
-        window = window_end.isoformat()
-        if AuditEvent.objects.filter(action="rule.alert", workspace_id=rule.workspace_id, after__rule=rule.pk,
-                                     after__window_end=window).exists():
+        Rule.objects.select_for_update().filter(pk=run.rule.pk).values_list("pk").first()
+        if alerts_recorded([run]):
             return
-        escalated = rule.action == Rule.Action.ESCALATE_ALERT
-        audit_record(
-            actor=actor, action="rule.alert", subject=evaluation if evaluation is not None else rule,
-            workspace_id=rule.workspace_id,
-            reason=f"Rule “{rule.name}” fired ({'escalated to approvers' if escalated else 'alert only'})",
-            after={"rule": rule.pk, "rule_version": rule.version, "window_end": window,
-                   "segment_ids": sorted(fired_segment_ids), "escalated": escalated},
-        )
-        if escalated:
-            names = list(Segment.objects.filter(pk__in=fired_segment_ids).order_by("pk").values_list("name", flat=True))
-            notify_alert(rule=rule, segment_names=names, window_end=window_end, paused=pauses_on_escalation(rule),
-                         summary=evaluation.summary if evaluation is not None else f"Rule “{rule.name}” fired.")
+        audit_entries(actor=actor, entries=[_alert_entry(run)])
+        _raise_alert(run)
+
+
+def alerts_recorded(runs: Sequence[RuleRun]) -> set[tuple[int, str]]:
+    """(rule id, window end) of the runs whose alert is already on record: raised once per rule and window."""
+    if not runs:
+        return set()
+    found = AuditEvent.objects.filter(
+        action="rule.alert", workspace_id__in={run.rule.workspace_id for run in runs},
+        after__rule__in=[run.rule.pk for run in runs],
+        after__window_end__in=sorted({run.window_end.isoformat() for run in runs}),
+    ).values_list("after__rule", "after__window_end")
+    return set(found)
+
+
+def _alert_entry(run: RuleRun) -> LazyEntry:
+    rule, evaluation = run.rule, run.evaluation
+    escalated = rule.action == Rule.Action.ESCALATE_ALERT
+    return entry_as_of(
+        "rule.alert", evaluation if evaluation is not None else rule,
+        {"outcome": evaluation.outcome} if evaluation is not None else {}, workspace_id=rule.workspace_id,
+        reason=f"Rule “{rule.name}” fired ({'escalated to approvers' if escalated else 'alert only'})",
+        after={"rule": rule.pk, "rule_version": rule.version, "window_end": run.window_end.isoformat(),
+               "segment_ids": sorted(run.fired_segment_ids), "escalated": escalated},
+    )
+
+
+def _raise_alert(run: RuleRun) -> None:
+    """Tell the approvers (an escalation), in the transaction that records the alert, and log it."""
+    rule, evaluation = run.rule, run.evaluation
+    if rule.action == Rule.Action.ESCALATE_ALERT:
+        names = list(Segment.objects.filter(pk__in=run.fired_segment_ids).order_by("pk").values_list("name", flat=True))
+        notify_alert(rule=rule, segment_names=names, window_end=run.window_end, paused=pauses_on_escalation(rule),
+                     summary=evaluation.summary if evaluation is not None else f"Rule “{rule.name}” fired.")
     logger.warning("Alert: rule %s (%s) fired on segments %s for the window ending %s",
-                   rule.pk, rule.name, sorted(fired_segment_ids), window)
+                   rule.pk, rule.name, sorted(run.fired_segment_ids), run.window_end.isoformat())

@@ -87,12 +87,25 @@ def approval_policy_delete(*, actor: Actor, policy: ApprovalPolicy, reason: str 
 
 def policy_for(*, workspace_id: int, campaign_id: int | None) -> ApprovalPolicy:
     """The campaign's policy, else the workspace's, else the defaults (an unsaved policy)."""
-    found = {
-        p.campaign_id: p
-        for p in ApprovalPolicy.objects.filter(Q(campaign__isnull=True) | Q(campaign_id=campaign_id),
-                                               workspace_id=workspace_id)
-    }
-    return found.get(campaign_id) or found.get(None) or ApprovalPolicy(workspace_id=workspace_id)
+    found = ApprovalPolicy.objects.filter(Q(campaign__isnull=True) | Q(campaign_id=campaign_id),
+                                          workspace_id=workspace_id)
+    return PolicyBook(found).policy_for(workspace_id=workspace_id, campaign_id=campaign_id)
+
+
+class PolicyBook:
+    """The policies of some workspaces, read once, answering `policy_for` from memory."""
+
+    def __init__(self, policies):
+        self._found = {(p.workspace_id, p.campaign_id): p for p in policies}
+
+    @classmethod
+    def of(cls, workspace_ids) -> "PolicyBook":
+        return cls(ApprovalPolicy.objects.filter(workspace_id__in=list(workspace_ids)))
+
+    def policy_for(self, *, workspace_id: int, campaign_id: int | None) -> ApprovalPolicy:
+        found = self._found
+        return (found.get((workspace_id, campaign_id)) or found.get((workspace_id, None))
+                or ApprovalPolicy(workspace_id=workspace_id))
 
 
 def policy_for_change(change: Change) -> ApprovalPolicy:
@@ -195,11 +208,25 @@ def route(policy: ApprovalPolicy, changes: Sequence[Change], *, auto_amount_in_d
 
 def auto_applied_amount_in_day(*, workspace_id: int, now: datetime) -> Decimal:
     """Daily budget moved by auto-approved changes applied in the 24 hours before `now`."""
+    return auto_applied_amounts_in_day(workspace_ids=[workspace_id], now=now)[workspace_id]
+
+
+def auto_applied_amounts_in_day(*, workspace_ids, now: datetime) -> dict[int, Decimal]:
+    """`auto_applied_amount_in_day` of several workspaces in one query, by workspace id."""
+    workspace_ids = list(workspace_ids)
     rows = Change.objects.filter(
-        workspace_id=workspace_id, field=Change.Field.DAILY_BUDGET, status=Change.Status.APPLIED,
+        workspace_id__in=workspace_ids, field=Change.Field.DAILY_BUDGET, status=Change.Status.APPLIED,
         applied_at__gt=now - timedelta(days=1), applied_at__lte=now, approvals__decision=Approval.Decision.AUTO,
-    ).values_list("old_value", "capped_value")
-    return sum((abs(Decimal(new) - Decimal(old)) for old, new in rows), Decimal(0))
+    ).values_list("workspace_id", "old_value", "capped_value")
+    amounts = dict.fromkeys(workspace_ids, Decimal(0))
+    for workspace_id, old, new in rows:
+        amounts[workspace_id] += applied_amount(old, new)
+    return amounts
+
+
+def applied_amount(old_value: str, new_value: str) -> Decimal:
+    """What an applied daily-budget change counts towards the auto-apply daily amount."""
+    return abs(Decimal(new_value) - Decimal(old_value))
 
 
 # --- approvers -----------------------------------------------------------------------------------

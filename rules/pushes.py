@@ -49,9 +49,13 @@ def pushes_enqueue(*, changes: Sequence[Change]) -> list[ChangePush]:
     """Inside the apply transaction: record a push per enabled connector, send them after commit."""
     if not changes:
         return []
-    connectors = list(PlatformConnector.objects.filter(workspace_id=changes[0].workspace_id, enabled=True))
+    connectors: dict[int, list[PlatformConnector]] = {}
+    for connector in PlatformConnector.objects.filter(workspace_id__in={c.workspace_id for c in changes},
+                                                      enabled=True):
+        connectors.setdefault(connector.workspace_id, []).append(connector)
     pushes = ChangePush.objects.bulk_create(
-        [ChangePush(workspace_id=c.workspace_id, change=c, connector=k) for c in changes for k in connectors]
+        [ChangePush(workspace_id=c.workspace_id, change=c, connector=k)
+         for c in changes for k in connectors.get(c.workspace_id, [])]
     )
     ids = [push.pk for push in pushes]
     if ids:

@@ -12,6 +12,7 @@ from accounts.models import Workspace
 from campaigns.models import Campaign
 from campaigns.serializers import ScopedParentField
 
+from .decisions import evaluation_inputs
 from .models import Change, Evaluation, Rule, Trigger
 from .services import RULE_FIELDS
 from .targets import target_type
@@ -67,9 +68,16 @@ class EvaluationSerializer(serializers.ModelSerializer):
 
 
 class EvaluationDetailSerializer(EvaluationSerializer):
+    inputs = serializers.SerializerMethodField()
+
     class Meta(EvaluationSerializer.Meta):
         fields = [*EvaluationSerializer.Meta.fields, "inputs"]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DictField())
+    def get_inputs(self, evaluation: Evaluation) -> dict:
+        """Settings, and under "segments" per segment: decision, reason, and per trigger every number behind it."""
+        return evaluation_inputs(evaluation)
 
 
 class ChangeSerializer(serializers.ModelSerializer):

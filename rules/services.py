@@ -20,7 +20,9 @@ from accounts.services import refuse_unknown_fields, require_perm, snapshot
 from audit.actors import Actor
 from audit.services import audit_record
 from campaigns.models import Campaign
+from rulesplatform.bulk_insert import bulk_insert
 
+from .changes import LazyEntry, audit_entries, entry_as_of
 from .models import Evaluation, Rule, Trigger
 from .validation import TRIGGER_FIELDS, rule_problems, trigger_problems, with_trigger_defaults
 
@@ -142,18 +144,41 @@ def evaluation_record(
     outcome: str,
     summary: str,
     inputs: dict,
+    numbers: bytes = b"",
 ) -> Evaluation:
     """Keep one evaluation of a rule, and mark the rule as evaluated at `evaluated_at`."""
-    evaluation = Evaluation.objects.create(
-        workspace_id=rule.workspace_id, rule=rule, rule_version=rule.version, window_end=window_end,
-        source=source, outcome=outcome, summary=summary, inputs=inputs,
-    )
-    Rule.objects.filter(pk=rule.pk).update(last_evaluated_at=evaluated_at)
-    rule.last_evaluated_at = evaluated_at
-    audit_record(actor=actor, action="rule.evaluate", subject=evaluation, workspace_id=rule.workspace_id,
-                 after={"rule": rule.pk, "rule_version": rule.version, "window_end": window_end,
-                        "outcome": outcome})
+    evaluation = evaluation_build(rule=rule, window_end=window_end, source=source, outcome=outcome, summary=summary,
+                                  inputs=inputs, numbers=numbers)
+    entry = evaluation_entry(evaluation)
+    evaluations_insert(evaluations=[evaluation], evaluated_at=evaluated_at)
+    audit_entries(actor=actor, entries=[entry])
     return evaluation
+
+
+def evaluation_build(*, rule: Rule, window_end: datetime, source: str, outcome: str, summary: str, inputs: dict,
+                     numbers: bytes = b"") -> Evaluation:
+    """The evaluation `evaluation_record` keeps, not yet saved (a batch inserts many at once)."""
+    return Evaluation(workspace_id=rule.workspace_id, rule=rule, rule_version=rule.version, window_end=window_end,
+                      source=source, outcome=outcome, summary=summary, inputs=inputs, numbers=numbers)
+
+
+def evaluation_entry(evaluation: Evaluation) -> LazyEntry:
+    """The "rule.evaluate" audit event, with the evaluation's outcome as it is now."""
+    return entry_as_of("rule.evaluate", evaluation, {"outcome": evaluation.outcome},
+                       workspace_id=evaluation.workspace_id,
+                       after={"rule": evaluation.rule_id, "rule_version": evaluation.rule_version,
+                              "window_end": evaluation.window_end, "outcome": evaluation.outcome})
+
+
+def evaluations_insert(*, evaluations: Sequence[Evaluation], evaluated_at: datetime) -> None:
+    """Insert built evaluations (one query), and mark their rules as evaluated at `evaluated_at` (one more).
+    The caller audits them (`evaluation_entry`), in its transaction."""
+    # Their numbers weigh megabytes per cycle: sent in binary (see rulesplatform.bulk_insert).
+    bulk_insert(evaluations)
+    Rule.objects.filter(pk__in={e.rule_id for e in evaluations}).update(last_evaluated_at=evaluated_at)
+    for evaluation in evaluations:
+        evaluation.rule.last_evaluated_at = evaluated_at
+
 
 
 @transaction.atomic
@@ -161,16 +186,20 @@ def evaluation_set_outcome(*, actor: Actor, evaluation: Evaluation, outcome: str
                            inputs: dict | None = None) -> Evaluation:
     """Correct the outcome once the change pipeline has answered (e.g. every change was blocked by a cap),
     and, when given, the inputs (e.g. with the changes the pipeline blocked without recording them)."""
+    entry = evaluation_correct(evaluation, outcome=outcome, summary=summary, inputs=inputs)
+    evaluation.save(update_fields=["outcome", "summary"] + (["inputs"] if inputs is not None else []))
+    audit_entries(actor=actor, entries=[entry])
+    return evaluation
+
+
+def evaluation_correct(evaluation: Evaluation, *, outcome: str, summary: str, inputs: dict | None = None) -> LazyEntry:
+    """What `evaluation_set_outcome` changes, in memory only; returns its "rule.evaluation_outcome" audit event."""
     before = {"outcome": evaluation.outcome}
     evaluation.outcome, evaluation.summary = outcome, summary
-    fields = ["outcome", "summary"]
     if inputs is not None:
         evaluation.inputs = inputs
-        fields.append("inputs")
-    evaluation.save(update_fields=fields)
-    audit_record(actor=actor, action="rule.evaluation_outcome", subject=evaluation,
-                 workspace_id=evaluation.workspace_id, before=before, after={"outcome": outcome})
-    return evaluation
+    return entry_as_of("rule.evaluation_outcome", evaluation, {"outcome": outcome},
+                       workspace_id=evaluation.workspace_id, before=before, after={"outcome": outcome})
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -5,10 +5,17 @@ Window k (0 = the latest) covers buckets [E-(k+1)w, E-kw) of the grid, and its b
 decided it and a status: passed, failed, or insufficient data (too small a sample, a zero
 baseline, no variance: never treated as passing).
 
+Everything is computed from range sums for all segments at once (`rules.aggregates`): the
+numerator and denominator over a window or a baseline, and for ratios the moments of their
+per-bucket values (count, sum, sum of squares), which is all the tests below need.
+
 Statistics (see `rules.statistics`): rates (successes / trials) use the two-proportion z-test
 and the p-chart; ratios (spend / conversions...) have no Bernoulli sample size, so they are
-tested on their per-bucket values (Welch) and charted against the spread of the baseline's
-window-sized blocks (k sigma; with one-bucket windows, the baseline buckets themselves).
+tested on their per-bucket values: Welch's test (mean, sample variance and count of each side),
+and a Shewhart X-bar chart whose centre is the mean of the baseline's per-bucket values, whose
+sigma is their sample standard deviation, and whose statistic is the mean of the window's
+per-bucket values, with limits centre ± k·sigma/sqrt(buckets in the window). With one-bucket
+windows that is the k-sigma chart of the baseline buckets themselves.
 """
 
 from dataclasses import dataclass, field
@@ -16,7 +23,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from campaigns.metrics import MetricKind
+from campaigns.metrics import MetricKind, get_metric
 
 from .aggregates import MetricSeries
 from .models import Trigger
@@ -85,10 +92,23 @@ def lookback_buckets(trigger: Trigger, bucket_minutes: int) -> int:
     return (trigger.consecutive_windows * trigger.window_minutes + trigger.baseline_minutes) // bucket_minutes
 
 
+def window_offsets(trigger: Trigger, bucket_minutes: int) -> set[int]:
+    """The ends of every range `spans` asks for, in buckets before the end of the current window."""
+    w = trigger.window_minutes // bucket_minutes
+    b = trigger.baseline_minutes // bucket_minutes
+    return {offset for k in range(trigger.consecutive_windows) for offset in (k * w, (k + 1) * w, (k + 1) * w + b)}
+
+
+def needs_bucket_moments(trigger: Trigger) -> bool:
+    """Whether the trigger judges its metric's per-bucket values (a ratio's test or chart)."""
+    return (get_metric(trigger.metric).kind == MetricKind.RATIO
+            and trigger.kind in (Trigger.Kind.SIGNIFICANT_CHANGE, Trigger.Kind.CONTROL_LIMIT))
+
+
 def evaluate_trigger(trigger: Trigger, series: MetricSeries, *, bucket_minutes: int) -> TriggerResult:
     evaluate_window = _KINDS[trigger.kind]
     windows = []
-    for span in spans(trigger, n_buckets=series.numerator.shape[1], bucket_minutes=bucket_minutes):
+    for span in spans(trigger, n_buckets=series.n_buckets, bucket_minutes=bucket_minutes):
         result = evaluate_window(trigger, series, span)
         _apply_min_sample(trigger, result)
         windows.append(result)
@@ -133,12 +153,10 @@ def _significant_change(trigger: Trigger, series: MetricSeries, span: _Span) -> 
         )
         scale = series.metric.scale
     else:
-        current, baseline = _bucket_values(series, span.current), _bucket_values(series, span.baseline)
-        test = welch_ttest(
-            *_moments(baseline), *_moments(current), confidence=confidence, alternative=alternative
-        )
-        result.extra["bucket_mean"], _, result.extra["buckets"] = _moments(current)
-        result.extra["baseline_bucket_mean"], _, result.extra["baseline_buckets"] = _moments(baseline)
+        current, baseline = series.bucket_moments(span.current), series.bucket_moments(span.baseline)
+        test = welch_ttest(*baseline, *current, confidence=confidence, alternative=alternative)
+        result.extra["bucket_mean"], _, result.extra["buckets"] = current
+        result.extra["baseline_bucket_mean"], _, result.extra["baseline_buckets"] = baseline
         scale = 1.0  # per-bucket values are already scaled
     p_value = np.asarray(test.p_value, dtype=float)
     result.extra.update(
@@ -154,6 +172,7 @@ def _significant_change(trigger: Trigger, series: MetricSeries, span: _Span) -> 
 def _control_limit(trigger: Trigger, series: MetricSeries, span: _Span) -> WindowResult:
     result = _with_baseline(series, span)
     k = float(trigger.k_sigma)
+    statistic = result.value
     if series.metric.kind == MetricKind.RATE:
         # p-chart: the baseline's p̄, with the current window's own sample size.
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -161,17 +180,22 @@ def _control_limit(trigger: Trigger, series: MetricSeries, span: _Span) -> Windo
         low, high = p_chart_limits(p_bar, result.denominator, k=k)
         low, high = series.metric.scale * np.asarray(low), series.metric.scale * np.asarray(high)
     else:
-        mean, std, blocks = _baseline_blocks(series, span)
-        low, high = k_sigma_limits(mean, std, k=k)
-        result.extra.update(baseline_block_mean=mean, baseline_block_std=std, baseline_blocks=blocks)
+        # X-bar chart: the window's mean per bucket against the baseline buckets' mean and spread.
+        statistic, _, buckets = series.bucket_moments(span.current)
+        centre, variance, baseline_buckets = series.bucket_moments(span.baseline)
+        sigma = np.sqrt(variance)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            low, high = k_sigma_limits(centre, np.where(buckets > 0, sigma / np.sqrt(buckets), np.nan), k=k)
+        result.extra.update(bucket_mean=statistic, buckets=buckets, baseline_bucket_mean=centre,
+                            baseline_bucket_std=sigma, baseline_buckets=baseline_buckets)
     low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     result.extra.update(lower_limit=low, upper_limit=high)
     held = {
-        Trigger.Direction.BELOW: result.value < low,
-        Trigger.Direction.ABOVE: result.value > high,
-        Trigger.Direction.EITHER: (result.value < low) | (result.value > high),
+        Trigger.Direction.BELOW: statistic < low,
+        Trigger.Direction.ABOVE: statistic > high,
+        Trigger.Direction.EITHER: (statistic < low) | (statistic > high),
     }[trigger.direction]
-    valid = np.isfinite(low) & np.isfinite(high) & np.isfinite(result.value)
+    valid = np.isfinite(low) & np.isfinite(high) & np.isfinite(statistic)
     result.status = _status(held, valid=valid, reason=NO_STATISTIC, result=result)
     return result
 
@@ -193,8 +217,7 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray, scale: float) -> np.n
 
 
 def _window_values(series: MetricSeries, window: slice) -> WindowResult:
-    numerator = series.numerator[:, window].sum(axis=1)
-    denominator = series.denominator[:, window].sum(axis=1)
+    numerator, denominator = series.sums(window)
     value = _ratio(numerator, denominator, series.metric.scale)
     return WindowResult(numerator=numerator, denominator=denominator, value=value,
                         insufficient_reason=np.full(len(value), "", dtype=object))
@@ -206,37 +229,6 @@ def _with_baseline(series: MetricSeries, span: _Span) -> WindowResult:
     result.baseline_numerator, result.baseline_denominator = base.numerator, base.denominator
     result.baseline = base.value
     return result
-
-
-def _bucket_values(series: MetricSeries, window: slice) -> np.ndarray:
-    """Per-bucket metric values; NaN where a bucket had no denominator (it carries no observation)."""
-    return _ratio(series.numerator[:, window], series.denominator[:, window], series.metric.scale)
-
-
-def _moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, sample variance (ddof=1) and count of the non-NaN values of each row."""
-    count = np.sum(~np.isnan(values), axis=1)
-    filled = np.where(np.isnan(values), 0.0, values)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(count > 0, filled.sum(axis=1) / count, np.nan)
-        squares = np.where(np.isnan(values), 0.0, (values - mean[:, None]) ** 2).sum(axis=1)
-        variance = np.where(count > 1, squares / (count - 1), np.nan)
-    return mean, variance, count.astype(float)
-
-
-def _baseline_blocks(series: MetricSeries, span: _Span) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, standard deviation and count of the baseline's values per window-sized block."""
-    width = span.current.stop - span.current.start
-    blocks = (span.baseline.stop - span.baseline.start) // width
-    start = span.baseline.stop - blocks * width  # blocks end where the current window starts
-    segments = series.numerator.shape[0]
-
-    def per_block(counter: np.ndarray) -> np.ndarray:
-        return counter[:, start:span.baseline.stop].reshape(segments, blocks, width).sum(axis=2)
-
-    values = _ratio(per_block(series.numerator), per_block(series.denominator), series.metric.scale)
-    mean, variance, count = _moments(values)
-    return mean, np.sqrt(variance), count
 
 
 def _status(held: np.ndarray, *, valid: np.ndarray, reason: str, result: WindowResult) -> np.ndarray:

@@ -9,6 +9,7 @@ from reversion.models import Version
 
 from audit.models import AuditEvent
 from audit.selectors import plain, version_children, version_fields
+from rules.decisions import evaluation_inputs
 from rules.models import Change
 
 from .versioning import rule_version_used
@@ -32,7 +33,7 @@ def change_trail(change: Change) -> ChangeTrail:
         rule_version=version,
         rule_settings=plain(version_fields(version)) if version else {},
         rule_triggers=[plain(triggers[key]) for key in sorted(triggers, key=int)],
-        evaluation_inputs=change.evaluation.inputs if change.evaluation_id else None,
+        evaluation_inputs=evaluation_inputs(change.evaluation) if change.evaluation_id else None,
         events=list(change_events(change)),
     )
 

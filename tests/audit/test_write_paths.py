@@ -14,6 +14,7 @@ from accounts.models import Workspace
 from audit.selectors import object_history, version_fields, version_info
 from campaigns.models import Segment
 from rules import services as rule_services
+from rules.decisions import evaluation_segment_rows
 from rules.models import Change, Evaluation
 from rules.tasks import evaluate_rules_chunk
 from rulesplatform.change_trail import change_trail
@@ -113,7 +114,9 @@ def test_change_trail__shows_rule_version_evaluation_inputs_and_events(workspace
 
     assert trail.rule_settings["version"] == change.rule_version
     assert [t["metric"] for t in trail.rule_triggers] == ["cpa"]
-    assert trail.evaluation_inputs == change.evaluation.inputs and trail.evaluation_inputs
+    rows = evaluation_segment_rows(change.evaluation)
+    assert trail.evaluation_inputs == {**change.evaluation.inputs, "segments": rows}
+    assert trail.evaluation_inputs["segments"][0]["triggers"][0]["value"] == 30.0
     assert [e.action for e in trail.events][-1] == "change.apply"
     assert {e.action for e in trail.events} >= {"change.propose", "change.apply"}
     html = render_to_string("admin/audit/change_trail.html", {"trail": trail})

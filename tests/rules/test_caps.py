@@ -153,6 +153,14 @@ def test_cap_change__a_status_change__only_meets_cooldown_and_daily_actions():
     assert capped.value == "active"  # blocked: capped to no change
 
 
+
+def test_cap_change__once_the_daily_limit_is_used_up__blocks_naming_that_cap_alone():
+    capped = cap_change(D("1.0000"), D("5.0000"), limits=limits(actions_per_day=Limit(3, RULE)),
+                        inputs=CapInputs(now=T0, actions_in_day=3, floor=D("0.1"), ceiling=D("2")))
+    assert capped.value == D("1.0000")
+    assert [(e["cap"], e["bound"]) for e in capped.report] == [("actions_per_day", True)]
+
+
 # --- properties ----------------------------------------------------------------------------------
 
 money = st.decimals(min_value=D("0.0001"), max_value=D("10000"), places=4)

@@ -96,17 +96,20 @@ def test_control_limit__rate__uses_the_nist_p_chart(workspace, segment):
     assert row["decision"] == "fired"
 
 
-def test_control_limit__ratio__uses_k_sigma_of_the_baseline_windows(workspace, segment):
-    dwell = [30, 32, 28, 31, 29]
-    add_buckets(segment, [{"sessions": 10, "engaged_seconds": 10 * d} for d in dwell]
-                + [{"sessions": 10, "engaged_seconds": 200}])
+def test_control_limit__ratio__is_an_x_bar_chart_of_per_bucket_values(workspace, segment):
+    dwell = [30, 32, 28, 31, 29]  # baseline buckets: mean 30, sample variance 10 / 4 = 2.5
+    current = [{"sessions": 10, "engaged_seconds": 200}, {"sessions": 30, "engaged_seconds": 660}]  # 20 s, 22 s
+    add_buckets(segment, [{"sessions": 10, "engaged_seconds": 10 * d} for d in dwell] + current)
     rule = active_rule(workspace, triggers=[trigger(metric="avg_dwell", kind="control_limit", direction="below",
-                                                    baseline_minutes=300, k_sigma="3")])
+                                                    window_minutes=120, baseline_minutes=300, k_sigma="3")])
     row = _only_trigger(_evaluate(rule))
-    std = np.std(dwell, ddof=1)
-    assert row["lower_limit"] == pytest.approx(30 - 3 * std)
-    assert row["upper_limit"] == pytest.approx(30 + 3 * std)
-    assert row["baseline_blocks"] == 5
+    # Limits 30 ± 3 * sqrt(2.5) / sqrt(2 buckets) = 30 ± 3.3541; the statistic is the mean per bucket, 21.
+    assert row["lower_limit"] == pytest.approx(26.645898, abs=1e-6)
+    assert row["upper_limit"] == pytest.approx(33.354102, abs=1e-6)
+    assert row["bucket_mean"] == pytest.approx(21.0)
+    assert row["value"] == pytest.approx(860 / 40)  # the window's own sum over sum
+    assert (row["baseline_bucket_mean"], row["baseline_buckets"], row["buckets"]) == (30.0, 5, 2)
+    assert row["baseline_bucket_std"] == pytest.approx(np.sqrt(2.5))
     assert row["decision"] == "fired"
 
 

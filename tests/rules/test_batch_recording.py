@@ -1,0 +1,247 @@
+"""Recording many rules' evaluations at once: the same outcome as one by one, in a bounded number of queries."""
+
+import logging
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
+
+from audit.chain import verify_chain
+from audit.models import AuditEvent
+from rules import pipeline
+from rules.engine import evaluate_rules
+from rules.models import (
+    Approval,
+    ApprovalPolicy,
+    Change,
+    ChangePush,
+    Evaluation,
+    NotificationDelivery,
+    PlatformConnector,
+    Rule,
+)
+from tests.factories import SegmentFactory, WorkspaceFactory
+from tests.rules.facts import NOW, SYSTEM, active_rule, add_buckets, fresh_campaign, segments, trigger
+from tests.rules.governance_builders import approver, permissive_policy, policy
+
+pytestmark = pytest.mark.django_db
+
+CTR_BELOW_4_PCT = trigger(metric="ctr", kind="threshold", direction="below", threshold=Decimal("0.04"))
+BAD = {"impressions": 1000, "clicks": 30}
+TOGETHER_FAILED = "together failed"
+
+
+def _market(workspace, count: int = 3):
+    """Fired segments, an approver, a connector, and rules that meet on the same segments."""
+    campaign = fresh_campaign(workspace, name="Campaign")
+    fired = [SegmentFactory(campaign=campaign, name=f"Segment {i}", bid=Decimal("1.00"), daily_budget=Decimal("100.00"))
+             for i in range(count)]
+    for segment in fired:
+        add_buckets(segment, [BAD])
+    approver(workspace)
+    policy(workspace, always_require_approval=[ApprovalPolicy.Gate.PAUSE_SEGMENT])
+    PlatformConnector.objects.create(workspace=workspace, name="Sandbox", kind=PlatformConnector.Kind.SANDBOX)
+    rule = lambda name, **fields: active_rule(workspace, name=name, triggers=[CTR_BELOW_4_PCT], **fields)  # noqa: E731
+    rules = [
+        rule("bids down", cooldown_minutes=60),
+        rule("bids down again", cooldown_minutes=0, max_step_pct=Decimal("5")),  # sees the first rule's change
+        rule("budgets down", action=Rule.Action.BUDGET_PCT),
+        rule("one a day", action=Rule.Action.BUDGET_PCT, max_actions_per_day=1, cooldown_minutes=0),
+        rule("pause", action=Rule.Action.PAUSE_SEGMENT),  # waits for approval
+        rule("alert", action=Rule.Action.ALERT),
+    ]
+    return fired, rules
+
+
+def _outcome(workspace, fired, rules) -> dict:
+    """What was recorded, without ids: comparable between workspaces."""
+    position = {segment.pk: i for i, segment in enumerate(fired)}
+    names = {rule.pk: rule.name for rule in rules}
+    changes = Change.objects.filter(workspace_id=workspace.pk).order_by("pk")
+    return {
+        "changes": [(names[c.rule_id], position[c.segment_id], c.field, c.old_value, c.capped_value, c.status,
+                     c.approval_level, [e["cap"] for e in c.cap_report if e["bound"]]) for c in changes],
+        "evaluations": [(names[e.rule_id], e.outcome, e.summary, len(e.inputs.get("daily_limit_blocks", {})))
+                        for e in Evaluation.objects.filter(workspace_id=workspace.pk).order_by("pk")],
+        "audit": list(AuditEvent.objects.filter(workspace_id=workspace.pk).order_by("pk").values_list(
+            "action", "subject_type", "subject_repr")),
+        "segments": [(s.bid, s.daily_budget, s.status) for s in type(fired[0]).objects.filter(
+            pk__in=position).order_by("pk")],
+        "approvals": Approval.objects.filter(workspace_id=workspace.pk).count(),
+        "deliveries": NotificationDelivery.objects.filter(workspace_id=workspace.pk).count(),
+        "pushes": ChangePush.objects.filter(workspace_id=workspace.pk).count(),
+    }
+
+
+def test_a_batch_of_rules__records_what_recording_them_one_by_one_does(caplog):
+    together, one_by_one = WorkspaceFactory(), WorkspaceFactory()
+    fired_together, rules_together = _market(together)
+    fired_alone, rules_alone = _market(one_by_one)
+
+    with caplog.at_level(logging.ERROR):
+        evaluate_rules(rule_ids=[r.pk for r in rules_together], now=NOW, source="schedule", actor=SYSTEM)
+        for rule in sorted(rules_alone, key=lambda r: r.name):  # the engine's order: by name
+            evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM)
+
+    assert TOGETHER_FAILED not in caplog.text
+    recorded = _outcome(together, fired_together, rules_together)
+    assert recorded == _outcome(one_by_one, fired_alone, rules_alone)
+    statuses = {status for *_, status, _level, _caps in recorded["changes"]}
+    assert {Change.Status.APPLIED, Change.Status.BLOCKED, Change.Status.PENDING} <= statuses
+    assert recorded["pushes"] and recorded["deliveries"]
+    assert verify_chain().ok
+
+
+def _reallocation_market(workspace):
+    """Two weak segments give budget to two strong ones, which a rule that runs first (by name) also changes."""
+    permissive_policy(workspace)
+    campaign = fresh_campaign(workspace, name="Campaign")
+    budgets = [SegmentFactory(campaign=campaign, name=f"Segment {i}", daily_budget=Decimal("100.00"))
+               for i in range(4)]
+    for segment, roas in zip(budgets, [1, 1, 4, 3], strict=True):
+        clicks = 30 if roas == 1 else 50
+        add_buckets(segment, [{"impressions": 1000, "clicks": clicks, "spend": 10, "revenue": 10 * roas}])
+    ctr_above = trigger(metric="ctr", kind="threshold", direction="above", threshold=Decimal("0.04"))
+    rules = [
+        active_rule(workspace, name="a: strong segments spend less", triggers=[ctr_above],
+                    action=Rule.Action.BUDGET_PCT, action_value=Decimal("-5")),
+        active_rule(workspace, name="b: reallocate", triggers=[CTR_BELOW_4_PCT], action=Rule.Action.REALLOCATE_BUDGET,
+                    action_value=Decimal("10"), cooldown_minutes=0),
+    ]
+    return budgets, rules
+
+
+def test_a_reallocation_after_a_rule_that_changed_its_receivers__plans_on_their_new_budgets(caplog):
+    together, one_by_one = WorkspaceFactory(), WorkspaceFactory()
+    segments_together, rules_together = _reallocation_market(together)
+    segments_alone, rules_alone = _reallocation_market(one_by_one)
+
+    with caplog.at_level(logging.ERROR):
+        evaluate_rules(rule_ids=[r.pk for r in rules_together], now=NOW, source="schedule", actor=SYSTEM)
+        for rule in rules_alone:
+            evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM)
+
+    assert TOGETHER_FAILED not in caplog.text
+    recorded = _outcome(together, segments_together, rules_together)
+    assert recorded == _outcome(one_by_one, segments_alone, rules_alone)
+    receivers = [c for c in recorded["changes"] if c[0] == "b: reallocate" and c[1] >= 2]
+    assert [(old, status) for _, _, _, old, _, status, *_ in receivers] == [("95.0000", Change.Status.APPLIED)] * 2
+
+
+def test_two_rules_of_a_batch_on_one_segment__the_second_sees_the_first_ones_change(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1, bid=Decimal("1.00"))
+    add_buckets(segment, [BAD])
+    first, second = (active_rule(workspace, name=name, triggers=[CTR_BELOW_4_PCT], action_value=Decimal("-3"),
+                                 cooldown_minutes=60) for name in ("first", "second"))
+
+    results = evaluate_rules(rule_ids=[first.pk, second.pk], now=NOW, source="schedule", actor=SYSTEM)
+
+    [applied], [blocked] = (r.planned_changes for r in results)
+    assert (applied.change.status, applied.capped_value) == (Change.Status.APPLIED, "0.9700")
+    assert (blocked.change.status, blocked.old_value) == (Change.Status.BLOCKED, "0.9700")
+    assert [e["cap"] for e in blocked.cap_report if e["bound"]] == ["cooldown"]
+    assert results[1].outcome == Evaluation.Outcome.BLOCKED_BY_CAP
+    segment.refresh_from_db()
+    assert segment.bid == Decimal("0.9700")
+
+
+def test_the_same_batch_twice__records_and_applies_each_change_once(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1, bid=Decimal("1.00"))
+    add_buckets(segment, [BAD])
+    rules = [active_rule(workspace, name=name, triggers=[CTR_BELOW_4_PCT], action=action)
+             for name, action in (("bids", Rule.Action.BID_PCT), ("budgets", Rule.Action.BUDGET_PCT))]
+
+    first = evaluate_rules(rule_ids=[r.pk for r in rules], now=NOW, source="schedule", actor=SYSTEM)
+    again = evaluate_rules(rule_ids=[r.pk for r in rules], now=NOW, source="schedule", actor=SYSTEM)
+
+    assert Change.objects.count() == 2
+    assert [p.change.pk for r in again for p in r.planned_changes] == [
+        p.change.pk for r in first for p in r.planned_changes]
+    assert AuditEvent.objects.filter(action="change.apply").count() == 2
+
+
+def _recording_queries(rule_count: int, segment_count: int) -> int:
+    workspace = WorkspaceFactory()
+    for segment in segments(fresh_campaign(workspace), segment_count, bid=Decimal("1.00")):
+        add_buckets(segment, [BAD])
+    approver(workspace)
+    policy(workspace, always_require_approval=[ApprovalPolicy.Gate.PAUSE_SEGMENT])
+    PlatformConnector.objects.create(workspace=workspace, name="Sandbox", kind=PlatformConnector.Kind.SANDBOX)
+    actions = [Rule.Action.BID_PCT, Rule.Action.BUDGET_PCT, Rule.Action.PAUSE_SEGMENT, Rule.Action.ALERT]
+    rules = [active_rule(workspace, name=f"rule {i}", triggers=[CTR_BELOW_4_PCT], action=actions[i % len(actions)],
+                         cooldown_minutes=0) for i in range(rule_count)]
+    with CaptureQueriesContext(connection) as queries:
+        results = evaluate_rules(rule_ids=[r.pk for r in rules], now=NOW, source="schedule", actor=SYSTEM)
+    assert len(results) == rule_count and all(r.fired_segment_ids for r in results)
+    return len(queries)
+
+
+def test_query_count__does_not_grow_with_the_number_of_rules_or_fired_segments():
+    # Kept small enough for SQLite's bulk inserts to need no more than one statement each.
+    baseline = _recording_queries(rule_count=4, segment_count=1)
+    assert _recording_queries(rule_count=6, segment_count=3) <= baseline
+
+
+def test_a_failing_rule_in_a_batch__does_not_stop_the_others(workspace, monkeypatch, caplog):
+    [segment] = segments(fresh_campaign(workspace), 1, bid=Decimal("1.00"))
+    add_buckets(segment, [BAD])
+    good = active_rule(workspace, name="good", triggers=[CTR_BELOW_4_PCT])
+    bad = active_rule(workspace, name="bad", triggers=[CTR_BELOW_4_PCT], action=Rule.Action.BUDGET_PCT)
+    requests_for = pipeline.requests_for
+
+    def failing_for_bad(action_input):
+        if action_input.rule.pk == bad.pk:
+            raise RuntimeError("this rule's action is broken")
+        return requests_for(action_input)
+
+    monkeypatch.setattr(pipeline, "requests_for", failing_for_bad)
+    with caplog.at_level(logging.ERROR):
+        results = evaluate_rules(rule_ids=[good.pk, bad.pk], now=NOW, source="schedule", actor=SYSTEM)
+
+    assert [r.rule.pk for r in results] == [good.pk]
+    assert TOGETHER_FAILED in caplog.text and f"Evaluation of rule {bad.pk} failed" in caplog.text
+    assert list(Evaluation.objects.values_list("rule_id", flat=True)) == [good.pk]
+    assert Change.objects.get().status == Change.Status.APPLIED
+    assert verify_chain().ok
+
+
+# --- concurrency (PostgreSQL: real row locks between connections) ---------------------------------------
+
+postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
+
+
+@pytest.mark.postgres
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_of_the_same_rules__record_and_apply_each_change_once():
+    workspace = WorkspaceFactory()
+    fired = segments(fresh_campaign(workspace), 3, bid=Decimal("1.00"), daily_budget=Decimal("100.00"))
+    for segment in fired:
+        add_buckets(segment, [BAD])
+    rules = [active_rule(workspace, name=name, triggers=[CTR_BELOW_4_PCT], action=action)
+             for name, action in (("bids", Rule.Action.BID_PCT), ("budgets", Rule.Action.BUDGET_PCT))]
+    barrier, errors = threading.Barrier(4), []
+
+    def work():
+        try:
+            barrier.wait()
+            evaluate_rules(rule_ids=[r.pk for r in rules], now=NOW, source="schedule", actor=SYSTEM)
+        except Exception as error:  # surfaced below, in the test's thread
+            errors.append(error)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not errors, errors
+    assert Change.objects.count() == 6
+    assert set(Change.objects.values_list("status", flat=True)) == {Change.Status.APPLIED}
+    assert AuditEvent.objects.filter(action="change.apply").count() == 6
+    assert verify_chain().ok
