@@ -87,8 +87,8 @@ def _details(results: dict) -> list[str]:
     if evaluation:
         lines += [
             f"(a) per rule {evaluation['per_rule_ms']:.1f} ms; {evaluation['queries']:,} queries "
-            f"({evaluation['query_s']:.2f} s in the database), of which {evaluation['fact_queries']:,} on facts "
-            f"({evaluation['fact_query_s']:.2f} s); span {evaluation['span_hours']} h, "
+            f"({evaluation['query_s']:.2f} s in Django's queries); {evaluation['counter_reads']:,} reads of counters "
+            f"({evaluation['counter_read_s']:.2f} s); span {evaluation['span_hours']} h, "
             f"{evaluation['facts_in_span']:,} facts; baseline runs "
             + ", ".join(f"{s:.2f}" for s in evaluation["baseline_runs_s"]) + " s",
             f"    outcomes {evaluation['outcomes']}; changes {evaluation['changes']}",
