@@ -1,9 +1,9 @@
 """(a) One evaluation cycle of every rule, against one plain SQL aggregate over the same facts.
 
 The cycle is `rules.engine.evaluate_rules` over all the rules at once, as a worker would run
-them: it reads each workspace's counters once per interval between its rules' window and
-baseline boundaries (from running totals on PostgreSQL), decides, records an Evaluation per rule
-and applies the capped changes. The baseline is the least any evaluation must do: one
+them: it reads each workspace's counters once, summed per interval between its rules' window and
+baseline boundaries, decides, records an Evaluation per rule and applies the capped changes.
+The baseline is the least any evaluation must do: one
 `SELECT segment_id, SUM(...) ... GROUP BY segment_id` over every segment and the whole time
 range the rules look back over, measured in the same run on the same (warm) database.
 """
@@ -55,8 +55,7 @@ class QueryLog:
 @dataclass
 class CounterReads:
     """Times the engine's reads of counters (`rules.aggregates.load_counters`, wrapped where the
-    engine calls it): on PostgreSQL they are binary COPYs of running totals, which Django's
-    execute wrapper does not see."""
+    engine calls it): the query and turning its rows into arrays, which the query log alone misses."""
 
     count: int = 0
     seconds: float = 0.0

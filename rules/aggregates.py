@@ -16,11 +16,6 @@ segments with creative- or variant-level rows (several rows per bucket) are read
 per bucket first, in a second query that only they pay for.
 
 The query returns plain numbers (float8 sums), so no row becomes a Decimal in Python.
-
-On PostgreSQL, triggers keep running totals of the facts, moments included
-(`campaigns.running_totals`): an interval is then the difference of the totals at its two ends,
-read for every segment at the few boundaries only, which costs a fraction of summing the facts.
-The summing query above serves the other databases.
 """
 
 from collections.abc import Iterable
@@ -32,8 +27,7 @@ import pandas as pd
 from django.db import connections, router, transaction
 
 from campaigns.metrics import VIRTUAL_DENOMINATORS, DerivedMetric
-from campaigns.models import COUNTER_FIELDS, MetricFact
-from campaigns.running_totals import moment_columns, running_totals_before
+from campaigns.models import MetricFact
 
 MINUTES_PER_DAY = 1440
 # The aggregate keeps one hash entry per (segment, interval): ~100 MB at 10,000 segments x 30
@@ -183,9 +177,7 @@ def load_counters(*, workspace_id: int, campaign_ids: Iterable[int], segment_ids
     shape = (len(ids), len(bounds) - 1)
     intervals = Intervals(bounds, {name: np.zeros(shape) for name in counters},
                           {m.name: np.zeros((3, *shape)) for m in moments})
-    if len(ids) and grid.n_buckets and reads_running_totals(router.db_for_read(MetricFact)):
-        _fill_from_running_totals(intervals, workspace_id, ids, grid, counters, moments)
-    elif len(ids) and grid.n_buckets:
+    if len(ids) and grid.n_buckets:
         using = router.db_for_read(MetricFact)
         where = (workspace_id, sorted(set(campaign_ids)))
         table = query.run(using, *where)
@@ -194,32 +186,6 @@ def load_counters(*, workspace_id: int, campaign_ids: Iterable[int], segment_ids
             # Per-bucket values need each bucket's total: these segments had several rows in a bucket.
             query.fill(intervals, ids, query.run(using, *where, per_bucket_of=several.tolist()))
     return ScopeCounters(ids, grid, intervals, budgets)
-
-
-def reads_running_totals(using: str) -> bool:
-    """Whether the database keeps running totals of the facts (PostgreSQL's triggers do)."""
-    return connections[using].vendor == "postgresql"
-
-
-def _fill_from_running_totals(intervals: Intervals, workspace_id: int, ids: np.ndarray, grid: BucketGrid,
-                              counters: list[str], moments: list[DerivedMetric]) -> None:
-    """PostgreSQL: each interval is the difference of the running totals at its two ends."""
-    stored = [[c for c in moment_columns(m) if c] for m in moments]
-    columns = [*counters, *(c for names in stored for c in names)]
-    ends = [grid.end - timedelta(minutes=grid.bucket_minutes * int(o)) for o in intervals.offsets]
-    totals = running_totals_before(workspace_id=workspace_id, segment_ids=ids, boundaries=ends,
-                                   bucket_minutes=grid.bucket_minutes, columns=columns)
-    sums = (totals[:-1] - totals[1:]).transpose(1, 0, 2)  # (segments, intervals, columns), latest first
-    for k, name in enumerate(counters):
-        # Whole counts and 4-decimal money: a difference of two large float sums rounds back to them.
-        intervals.counters[name][:] = np.round(sums[:, :, k], 0 if name in COUNTER_FIELDS else 4)
-    k = len(counters)
-    for m, names in zip(moments, stored, strict=True):
-        values = sums[:, :, k:k + len(names)].transpose(2, 0, 1)
-        intervals.moments[m.name][-len(names):] = values
-        if len(names) == 3:
-            intervals.moments[m.name][0] = np.round(values[0])
-        k += len(names)
 
 
 class _IntervalQuery:

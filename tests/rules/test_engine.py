@@ -250,10 +250,8 @@ def test_query_count__does_not_grow_with_the_number_of_segments(django_assert_ma
 
 
 def _counter_reads(queries) -> list[dict]:
-    """The reads of counters: a query summing the facts, or on PostgreSQL one reading their running
-    totals (its follow-up for segments without a row at some boundary is part of the same read)."""
-    return [q for q in queries.captured_queries if "campaigns_metricfact" in q["sql"]
-            or ("campaigns_segmentrunningtotal" in q["sql"] and "LATERAL" not in q["sql"])]
+    """The reads of counters: the queries summing the facts."""
+    return [q for q in queries.captured_queries if "campaigns_metricfact" in q["sql"]]
 
 
 def test_rules_sharing_a_scope__share_one_aggregate_query(workspace):
