@@ -51,3 +51,8 @@ def active_rule(workspace, *, triggers: list[dict], owner=None, **fields):
 def trigger(**fields) -> dict:
     """A trigger on the current 60-minute window with a 3-hour baseline and no sample guard."""
     return {"window_minutes": 60, "baseline_minutes": 180, "min_sample": 0, **fields}
+
+
+# A rule on click-through rate below 4%, and buckets on either side of it.
+CTR_BELOW_4_PCT = trigger(metric="ctr", kind="threshold", direction="below", threshold=Decimal("0.04"))
+GOOD, BAD = {"impressions": 1000, "clicks": 50}, {"impressions": 1000, "clicks": 30}

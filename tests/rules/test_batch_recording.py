@@ -23,13 +23,21 @@ from rules.models import (
     Rule,
 )
 from tests.factories import SegmentFactory, WorkspaceFactory
-from tests.rules.facts import NOW, SYSTEM, active_rule, add_buckets, fresh_campaign, segments, trigger
+from tests.rules.facts import (
+    BAD,
+    CTR_BELOW_4_PCT,
+    NOW,
+    SYSTEM,
+    active_rule,
+    add_buckets,
+    fresh_campaign,
+    segments,
+    trigger,
+)
 from tests.rules.governance_builders import approver, permissive_policy, policy
 
 pytestmark = pytest.mark.django_db
 
-CTR_BELOW_4_PCT = trigger(metric="ctr", kind="threshold", direction="below", threshold=Decimal("0.04"))
-BAD = {"impressions": 1000, "clicks": 30}
 TOGETHER_FAILED = "together failed"
 
 

@@ -14,6 +14,9 @@ from rules.engine import evaluate_rules
 from rules.models import Change, Evaluation, Rule
 from tests.factories import WorkspaceFactory
 from tests.rules.facts import (
+    BAD,
+    CTR_BELOW_4_PCT,
+    GOOD,
     NOW,
     SYSTEM,
     WINDOW_END,
@@ -26,8 +29,6 @@ from tests.rules.facts import (
 
 pytestmark = pytest.mark.django_db
 
-CTR_BELOW_4_PCT = trigger(metric="ctr", kind="threshold", direction="below", threshold=Decimal("0.04"))
-GOOD, BAD = {"impressions": 1000, "clicks": 50}, {"impressions": 1000, "clicks": 30}
 
 
 def _run(rule, *, now=NOW, dry_run=False):
