@@ -79,11 +79,7 @@ def test_bucket_moments__are_those_of_per_bucket_values_summed_over_creatives_fi
     with np.errstate(divide="ignore", invalid="ignore"):
         per_bucket = np.where(clicks > 0, spend / clicks, np.nan)  # no clicks (or no facts): no value
     for window in _ranges():
-        mean, variance, count = series.bucket_moments(window)
-        expected_mean, expected_variance, expected_count = _moments(per_bucket[:, window])
-        np.testing.assert_allclose(mean, expected_mean)
-        np.testing.assert_allclose(variance, expected_variance)
-        np.testing.assert_array_equal(count, expected_count)
+        _assert_moments_of(series, window, per_bucket)
 
 
 def test_virtual_budget_denominator__is_the_daily_budget_pro_rated_over_every_bucket_with_or_without_facts(raw):
@@ -98,12 +94,17 @@ def test_virtual_budget_denominator__is_the_daily_budget_pro_rated_over_every_bu
         numerator, denominator = series.sums(window)
         np.testing.assert_allclose(denominator, per_bucket[:, 0] * buckets)
         np.testing.assert_allclose(numerator, spend[:, window].sum(axis=1))
-        mean, variance, count = series.bucket_moments(window)
-        expected_mean, expected_variance, expected_count = _moments(pace[:, window])
-        np.testing.assert_allclose(mean, expected_mean)
-        np.testing.assert_allclose(variance, expected_variance)
-        np.testing.assert_array_equal(count, expected_count)
+        _assert_moments_of(series, window, pace)
 
+
+
+def _assert_moments_of(series, window: slice, per_bucket: np.ndarray) -> None:
+    """The series' per-bucket moments over `window` are those of the values computed by hand."""
+    mean, variance, count = series.bucket_moments(window)
+    expected_mean, expected_variance, expected_count = _moments(per_bucket[:, window])
+    np.testing.assert_allclose(mean, expected_mean)
+    np.testing.assert_allclose(variance, expected_variance)
+    np.testing.assert_array_equal(count, expected_count)
 
 def test_equal_per_bucket_values__keep_a_variance_of_exactly_zero(workspace):
     [segment] = segments(fresh_campaign(workspace), 1)

@@ -83,19 +83,26 @@ def _outcome(workspace, fired, rules) -> dict:
     }
 
 
-def test_a_batch_of_rules__records_what_recording_them_one_by_one_does(caplog):
+def _recorded_both_ways(build_market, caplog) -> tuple[dict, dict]:
+    """The same market built twice: recorded as one batch, and rule by rule in the engine's order
+    (by name); the outcome of each."""
     together, one_by_one = WorkspaceFactory(), WorkspaceFactory()
-    fired_together, rules_together = _market(together)
-    fired_alone, rules_alone = _market(one_by_one)
+    targets_together, rules_together = build_market(together)
+    targets_alone, rules_alone = build_market(one_by_one)
 
     with caplog.at_level(logging.ERROR):
         evaluate_rules(rule_ids=[r.pk for r in rules_together], now=NOW, source="schedule", actor=SYSTEM)
-        for rule in sorted(rules_alone, key=lambda r: r.name):  # the engine's order: by name
+        for rule in sorted(rules_alone, key=lambda r: r.name):
             evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM)
 
     assert TOGETHER_FAILED not in caplog.text
-    recorded = _outcome(together, fired_together, rules_together)
-    assert recorded == _outcome(one_by_one, fired_alone, rules_alone)
+    return (_outcome(together, targets_together, rules_together),
+            _outcome(one_by_one, targets_alone, rules_alone))
+
+
+def test_a_batch_of_rules__records_what_recording_them_one_by_one_does(caplog):
+    recorded, recorded_alone = _recorded_both_ways(_market, caplog)
+    assert recorded == recorded_alone
     statuses = {status for *_, status, _level, _caps in recorded["changes"]}
     assert {Change.Status.APPLIED, Change.Status.BLOCKED, Change.Status.PENDING} <= statuses
     assert recorded["pushes"] and recorded["deliveries"]
@@ -122,18 +129,8 @@ def _reallocation_market(workspace):
 
 
 def test_a_reallocation_after_a_rule_that_changed_its_receivers__plans_on_their_new_budgets(caplog):
-    together, one_by_one = WorkspaceFactory(), WorkspaceFactory()
-    segments_together, rules_together = _reallocation_market(together)
-    segments_alone, rules_alone = _reallocation_market(one_by_one)
-
-    with caplog.at_level(logging.ERROR):
-        evaluate_rules(rule_ids=[r.pk for r in rules_together], now=NOW, source="schedule", actor=SYSTEM)
-        for rule in rules_alone:
-            evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM)
-
-    assert TOGETHER_FAILED not in caplog.text
-    recorded = _outcome(together, segments_together, rules_together)
-    assert recorded == _outcome(one_by_one, segments_alone, rules_alone)
+    recorded, recorded_alone = _recorded_both_ways(_reallocation_market, caplog)
+    assert recorded == recorded_alone
     receivers = [c for c in recorded["changes"] if c[0] == "b: reallocate" and c[1] >= 2]
     assert [(old, status) for _, _, _, old, _, status, *_ in receivers] == [("95.0000", Change.Status.APPLIED)] * 2
 
