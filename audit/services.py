@@ -7,6 +7,7 @@ from typing import Any
 
 import reversion
 from django.core import serializers
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, router, transaction
 from django.utils import timezone
 from django.utils.encoding import force_str
@@ -20,10 +21,12 @@ from rulesplatform.bulk_insert import bulk_insert
 
 from .actors import Actor
 from .context import current_request_id
-from .models import AuditEvent, VersionAudit
+from .models import AuditEvent, VersionAudit, canonical_json
 from .registry import versioned_entry
 
 GENESIS_HASH = "0" * 64
+# What django's json serializer encodes an object with (`cls=DjangoJSONEncoder, ensure_ascii=False`).
+_VERSION_ENCODER = DjangoJSONEncoder(ensure_ascii=False)
 # Any constant works: it names the lock that serialises appends to the hash chain.
 _CHAIN_LOCK_KEY = 0x61756469
 
@@ -105,19 +108,27 @@ def _append_to_chain(events: list[AuditEvent]) -> None:
     """Link each event to the one before it (the last stored one for the first) and insert them in order."""
     _lock_chain()
     prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
-    for event in events:
+    # Each before and after is encoded once: hashed, and stored as it is (jsonb keeps no key order).
+    before = [_stored_json(event.before) for event in events]
+    after = [_stored_json(event.after) for event in events]
+    for event, before_json, after_json in zip(events, before, after, strict=True):
         event.prev_hash = prev_hash
-        event.hash = prev_hash = event.compute_hash()
+        event.hash = prev_hash = event.hash_with(before=before_json or "null", after=after_json or "null")
     # Ids follow list order, and the chain is verified in id order.
-    _insert(events)
+    _insert(events, json_texts={"before": before, "after": after})
 
 
-def _insert(rows: list[models.Model]) -> None:
+def _stored_json(value) -> str | None:
+    """A before or after as the event's hash reads it, or None (the JSON field stores None as NULL)."""
+    return None if value is None else canonical_json(value)
+
+
+def _insert(rows: list[models.Model], **options) -> None:
     """Insert rows and set their ids: in one query where the database returns ids from a bulk insert."""
     if not rows:
         return
     if connection.features.can_return_rows_from_bulk_insert:
-        bulk_insert(rows)
+        bulk_insert(rows, **options)
         return
     for row in rows:
         row.save()
@@ -169,12 +180,12 @@ def _record_versions_in_bulk(actor: Actor, recorded: list[tuple[AuditEvent, Any]
     """
     stored = _reread(subject for _, subject in recorded)
     recorded = [(event, stored[type(s), s.pk]) for event, s in recorded if (type(s), s.pk) in stored]
-    user = actor.user if actor.user_id else None
-    revisions = [Revision(date_created=event.created_at, user=user, comment=event.reason or event.action)
+    # Built with ids rather than related objects: setting those is a good part of the cost of a row.
+    revisions = [Revision(date_created=event.created_at, user_id=actor.user_id, comment=event.reason or event.action)
                  for event, _ in recorded]
     _insert(revisions)
     _insert([_version(obj, revision) for (_, obj), revision in zip(recorded, revisions, strict=True)])
-    _insert([VersionAudit(revision=revision, event=event)
+    _insert([VersionAudit(revision_id=revision.pk, event_id=event.pk)
              for (event, _), revision in zip(recorded, revisions, strict=True)])
 
 
@@ -202,13 +213,24 @@ def _version(obj: models.Model, revision: Revision) -> Version:
     """The version reversion's `_add_to_revision` builds for `obj` (a model without followed relations)."""
     options = _get_options(type(obj))
     return Version(
-        revision=revision,
-        content_type=_get_content_type(type(obj), router.db_for_write(Revision)),
+        revision_id=revision.pk,
+        content_type_id=_get_content_type(type(obj), router.db_for_write(Revision)).pk,
         object_id=force_str(getattr(obj, options.object_id_field)),
         db=router.db_for_write(type(obj), instance=obj),
         format=options.format,
-        serialized_data=serializers.serialize(
-            options.format, (obj,), fields=options.fields, use_natural_foreign_keys=options.use_natural_foreign_keys,
-        ),
+        serialized_data=_serialized(obj, options),
         object_repr=force_str(obj),
     )
+
+
+def _serialized(obj: models.Model, options) -> str:
+    """`serializers.serialize(options.format, (obj,), ...)`, as reversion stores a version.
+
+    JSON (every versioned model's format) is the python serializer's data, encoded in one call:
+    the json serializer writes it through `json.dump`, whose pure-Python encoder takes longer.
+    """
+    arguments = {"fields": options.fields, "use_natural_foreign_keys": options.use_natural_foreign_keys}
+    if options.format != "json":
+        return serializers.serialize(options.format, (obj,), **arguments)
+    [data] = serializers.serialize("python", (obj,), **arguments)
+    return f"[{_VERSION_ENCODER.encode(data)}]"

@@ -27,13 +27,13 @@ Applying is the dangerous step, so it is built to be safe under retries and conc
     the workspace's connectors are recorded with it and sent once it commits (rules.pushes).
 """
 
-import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from accounts.roles import Perm
@@ -82,8 +82,13 @@ def entry_as_of(action: str, subject, state: dict, **fields) -> LazyEntry:
 
 
 def as_of(subject, state: dict):
-    earlier = copy.copy(subject)
-    earlier.__dict__.update(state)
+    """A copy of the model instance `subject` with `state` over its fields. It is the shallow copy
+    `copy.copy` makes (own `_state` and cache of related rows), made directly: `copy.copy` goes
+    through pickling (`Model.__reduce__`), a cost above the rest of an audit event's in a batch."""
+    earlier = type(subject).__new__(type(subject))
+    earlier.__dict__ = {**subject.__dict__, **state}
+    earlier._state = ModelState()
+    earlier._state.__dict__ = {**subject._state.__dict__, "fields_cache": dict(subject._state.fields_cache)}
     return earlier
 
 

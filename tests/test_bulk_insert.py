@@ -1,11 +1,15 @@
-"""`rulesplatform.bulk_insert`: rows written in one binary INSERT (PostgreSQL) or by bulk_create
+"""`rulesplatform.bulk_insert`: rows written in one binary COPY (PostgreSQL) or by bulk_create
 (SQLite) are stored exactly as the ORM would store them, with their ids."""
 
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.db.models import JSONField, Value
+from django.utils.translation import gettext_lazy
 
+from audit.models import AuditEvent
 from campaigns.models import Segment
 from rules.models import Approval, Change, Evaluation, Rule
 from rulesplatform.bulk_insert import bulk_insert
@@ -65,3 +69,29 @@ def test_the_ids_drawn_leave_the_sequence_consistent_for_later_saves(rule):
 def test_nothing_to_insert_runs_no_query(django_assert_num_queries):
     with django_assert_num_queries(0):
         bulk_insert([])
+
+
+def test_values_the_orm_would_convert__are_stored_converted(rule):
+    evaluation = Evaluation(workspace=rule.workspace, rule=rule, rule_version="3", window_end=WINDOW_END.isoformat(),
+                            outcome=Evaluation.Outcome.FIRED, summary=gettext_lazy("Fired"), inputs=("a", 1),
+                            numbers=memoryview(b"\x00\x01"))
+    bulk_insert([evaluation])
+    stored = Evaluation.objects.get()
+    assert (stored.rule_version, stored.window_end, stored.outcome, stored.summary, stored.inputs,
+            bytes(stored.numbers)) == (3, WINDOW_END, "fired", "Fired", ["a", 1], b"\x00\x01")
+
+
+def test_json_fields__none_is_stored_as_null_and_a_json_null_as_such(workspace):
+    event = AuditEvent(created_at=WINDOW_END, actor_kind="system", actor_label="t", action="x", subject_type="t",
+                       subject_id="1", before=None, after=Value(None, JSONField()), prev_hash="0" * 64, hash="1" * 64)
+    bulk_insert([event])
+    assert AuditEvent.objects.filter(before__isnull=True, after=Value(None, JSONField())).get().pk == event.pk
+
+
+def test_json_texts__are_what_postgresql_stores(rule):
+    # The caller vouches that they encode the rows' values (an audit event's, already encoded for its hash).
+    evaluation = Evaluation(workspace=rule.workspace, rule=rule, rule_version=1, window_end=WINDOW_END,
+                            outcome="fired", inputs={"a": 1})
+    bulk_insert([evaluation], json_texts={"inputs": ['{"a": 1, "sent": "as text"}']})
+    on_postgresql = connection.vendor == "postgresql"
+    assert Evaluation.objects.get().inputs == ({"a": 1, "sent": "as text"} if on_postgresql else {"a": 1})

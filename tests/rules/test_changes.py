@@ -10,7 +10,7 @@ from django.db import close_old_connections, connection
 from accounts.exceptions import Conflict
 from audit.models import AuditEvent
 from campaigns.models import Segment
-from rules.changes import change_apply, change_apply_batch, change_mark_conflicted, change_propose
+from rules.changes import as_of, change_apply, change_apply_batch, change_mark_conflicted, change_propose
 from rules.models import Change
 from tests.factories import CampaignFactory, SegmentFactory, WorkspaceFactory
 from tests.rules.facts import NOW, SYSTEM, WINDOW_END
@@ -27,6 +27,21 @@ def propose_bid(segment, new_bid: str, *, key: str = "test:bid", batch_id: str =
         requested_value=new_bid, capped_value=new_bid, cap_report=[], idempotency_key=key, batch_id=batch_id,
     )
     return change
+
+
+# --- audit entries ----------------------------------------------------------------------------------
+
+def test_as_of__is_a_copy_in_the_state_given__leaving_the_subject_and_its_cache_alone(segment):
+    change = change_apply(actor=SYSTEM, change=propose_bid(segment, "1.1000"), now=NOW)
+    assert change.segment == segment  # cached on the change
+
+    proposed = as_of(change, {"status": Change.Status.PROPOSED})
+    proposed.error = "only on the copy"
+    proposed._state.fields_cache.clear()
+
+    assert (str(proposed), str(change)) == ("bid 1.0000 → 1.1000 (Proposed)", "bid 1.0000 → 1.1000 (Applied)")
+    assert (proposed.pk, change.error, change._state.fields_cache) == (change.pk, "", {"segment": segment})
+    assert (proposed._state.adding, proposed._state.db) == (False, "default")
 
 
 # --- apply ------------------------------------------------------------------------------------------
