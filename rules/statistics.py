@@ -15,10 +15,11 @@ our statistic has the opposite sign (and "larger" means b > a).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 Alternative = Literal["two-sided", "larger", "smaller"]
 ALTERNATIVES: tuple[str, ...] = ("two-sided", "larger", "smaller")
@@ -49,6 +50,7 @@ def scalar_or_array(x: np.ndarray) -> np.ndarray | float:
     return float(x) if x.ndim == 0 else x
 
 
+@cache  # a cycle asks for the same few values hundreds of times, and SciPy's scalar call costs ~0.1 ms
 def z_for_confidence(confidence: float, alternative: Alternative = "two-sided") -> float:
     """Standard-normal critical value: 1.959964 for 95% two-sided, 1.644854 for 95% one-sided."""
     _check_alternative(alternative)
@@ -81,7 +83,7 @@ def two_proportion_ztest(
         se_unpooled = np.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
         diff = np.where(valid, p_b - p_a, np.nan)
         statistic = diff / _positive_or_nan(se_pooled)
-    p_value = _p_value(statistic, alternative, stats.norm)
+    p_value = _p_value(statistic, alternative, _normal_sf)
     crit = z_for_confidence(confidence, alternative)
     ci_low, ci_high = _interval(diff, _positive_or_nan(se_unpooled), crit, alternative)
     return _result(statistic, p_value, diff, ci_low, ci_high)
@@ -139,10 +141,12 @@ def estimate_test(
     se = _positive_or_nan(se)
     with np.errstate(divide="ignore", invalid="ignore"):
         statistic = estimate / se
-    dist = stats.norm if df is None else stats.t(np.asarray(df, dtype=float))
-    p_value = _p_value(statistic, alternative, dist)
-    tail = 1.0 - confidence
-    crit = dist.isf(tail / 2 if alternative == "two-sided" else tail)
+    if df is None:
+        p_value, crit = _p_value(statistic, alternative, _normal_sf), z_for_confidence(confidence, alternative)
+    else:
+        dist, tail = stats.t(np.asarray(df, dtype=float)), 1.0 - confidence
+        p_value = _p_value(statistic, alternative, dist.sf)
+        crit = dist.isf(tail / 2 if alternative == "two-sided" else tail)
     ci_low, ci_high = _interval(estimate, se, crit, alternative)
     return _result(statistic, p_value, estimate, ci_low, ci_high)
 
@@ -184,12 +188,18 @@ def _positive_or_nan(se: np.ndarray) -> np.ndarray:
     return np.where(se > 0, se, np.nan)
 
 
-def _p_value(statistic: np.ndarray, alternative: str, dist) -> np.ndarray:
+def _p_value(statistic: np.ndarray, alternative: str, sf) -> np.ndarray:
+    """From the survival function of a distribution symmetric about 0 (normal, t), whose cdf(x) is sf(-x)."""
     if alternative == "larger":
-        return dist.sf(statistic)
+        return sf(statistic)
     if alternative == "smaller":
-        return dist.cdf(statistic)
-    return 2 * dist.sf(np.abs(statistic))
+        return sf(-statistic)
+    return 2 * sf(np.abs(statistic))
+
+
+def _normal_sf(x: np.ndarray) -> np.ndarray:
+    """`stats.norm.sf`, without its generic argument checks (a sixth of the time on a cycle's arrays)."""
+    return special.ndtr(-x)
 
 
 def _interval(diff, se, crit, alternative: str) -> tuple[np.ndarray, np.ndarray]:

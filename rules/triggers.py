@@ -41,6 +41,9 @@ LOW_SAMPLE = "low_sample"
 LOW_BASELINE = "low_baseline"
 NO_BASELINE_VALUE = "no_baseline_value"
 NO_STATISTIC = "no_statistic"
+# What `WindowResult.insufficient_reason` codes stand for (0: the data sufficed). Codes, not
+# strings: a cycle judges ~460k segment windows, and numpy handles strings as Python objects.
+INSUFFICIENT_REASONS = ("", LOW_SAMPLE, LOW_BASELINE, NO_BASELINE_VALUE, NO_STATISTIC)
 
 _ALTERNATIVE = {
     Trigger.Direction.BELOW: "smaller",
@@ -61,7 +64,7 @@ class WindowResult:
     baseline: np.ndarray | None = None
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # statistic, p_value, limits...
     status: np.ndarray | None = None
-    insufficient_reason: np.ndarray | None = None  # object array of the codes above, "" when sufficient
+    insufficient_reason: np.ndarray | None = None  # int8 index into INSUFFICIENT_REASONS
 
 
 @dataclass
@@ -129,9 +132,7 @@ def _threshold(trigger: Trigger, series: MetricSeries, span: _Span) -> WindowRes
 
 def _relative_change(trigger: Trigger, series: MetricSeries, span: _Span) -> WindowResult:
     result = _with_baseline(series, span)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        change = np.where(result.baseline > 0, (result.value - result.baseline) / result.baseline * 100, np.nan)
-    result.extra["change_pct"] = change
+    change = result.extra["change_pct"] = change_pct(result.value, result.baseline)
     threshold = float(trigger.threshold)
     held = {
         Trigger.Direction.BELOW: change <= -threshold,
@@ -208,19 +209,29 @@ _KINDS = {
 }
 
 
-# --- helpers ---------------------------------------------------------------------------------
+# --- numbers that follow from others (`rules.decisions` recomputes them when read) ------------
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, scale: float) -> np.ndarray:
+def ratio(numerator: np.ndarray, denominator: np.ndarray, scale: float) -> np.ndarray:
+    """A metric's value, `scale * numerator / denominator`; NaN without a denominator."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, scale * numerator / denominator, np.nan)
 
 
+def change_pct(value: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """The value's change from its baseline, in percent; NaN without a positive baseline."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(baseline > 0, (value - baseline) / baseline * 100, np.nan)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
 def _window_values(series: MetricSeries, window: slice) -> WindowResult:
     numerator, denominator = series.sums(window)
-    value = _ratio(numerator, denominator, series.metric.scale)
+    value = ratio(numerator, denominator, series.metric.scale)
     return WindowResult(numerator=numerator, denominator=denominator, value=value,
-                        insufficient_reason=np.full(len(value), "", dtype=object))
+                        insufficient_reason=np.zeros(len(value), dtype=np.int8))
 
 
 def _with_baseline(series: MetricSeries, span: _Span) -> WindowResult:
@@ -232,7 +243,7 @@ def _with_baseline(series: MetricSeries, span: _Span) -> WindowResult:
 
 
 def _status(held: np.ndarray, *, valid: np.ndarray, reason: str, result: WindowResult) -> np.ndarray:
-    result.insufficient_reason[~valid] = reason
+    result.insufficient_reason[~valid] = INSUFFICIENT_REASONS.index(reason)
     return np.where(valid, np.where(held, Status.PASSED, Status.FAILED), Status.INSUFFICIENT)
 
 
@@ -243,7 +254,7 @@ def _apply_min_sample(trigger: Trigger, result: WindowResult) -> None:
         if denominator is not None:
             low = denominator < trigger.min_sample
             result.status = np.where(low, Status.INSUFFICIENT, result.status)
-            result.insufficient_reason[low] = reason
+            result.insufficient_reason[low] = INSUFFICIENT_REASONS.index(reason)
 
 
 def _combine(statuses: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 
+import numpy as np
 import pytest
+import zstandard
 
 from rules.decisions import SegmentDecisions, evaluation_inputs, evaluation_segment_rows
 from rules.engine import evaluate_rules
@@ -16,6 +18,9 @@ pytestmark = pytest.mark.django_db
 GOOD, BAD = {"impressions": 1000, "clicks": 50}, {"impressions": 1000, "clicks": 30}
 CTR_BELOW_4_PCT = trigger(metric="ctr", kind="threshold", direction="below", threshold=Decimal("0.04"))
 CTR_DROP = trigger(metric="ctr", kind="significant_change", direction="below", consecutive_windows=2)
+CTR_DOWN_10_PCT = trigger(metric="ctr", kind="relative_change", direction="below", threshold=Decimal("10"))
+CPC_OUT_OF_CONTROL = trigger(metric="cpc", kind="control_limit", direction="either", k_sigma=Decimal("2"))
+EVERY_KIND = [CTR_BELOW_4_PCT, CTR_DROP, CTR_DOWN_10_PCT, CPC_OUT_OF_CONTROL]
 
 
 def _run(rule):
@@ -30,6 +35,19 @@ def three_segments(workspace):
     add_buckets(fired, [GOOD, GOOD, GOOD, GOOD, BAD])
     add_buckets(calm, [GOOD] * 5)
     return fired, calm, empty
+
+
+@pytest.fixture
+def costly_segments(workspace):
+    """Spend with the clicks, varying per bucket: every kind of trigger has numbers on them."""
+    return [_with_spend(workspace, [GOOD, BAD, GOOD, GOOD, BAD]), _with_spend(workspace, [BAD, GOOD, BAD, GOOD, GOOD])]
+
+
+def _with_spend(workspace, buckets):
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [{**counters, "spend": 0.37 * n + counters["clicks"] / 7} for n, counters in
+                          enumerate(buckets, start=1)])
+    return segment
 
 
 def test_rows_read_from_storage__are_the_rows_built_in_memory(workspace, three_segments):
@@ -110,17 +128,77 @@ def test_no_segment_in_scope__keeps_no_numbers(workspace):
     assert result.decisions == [] and result.fired_segment_ids == []
 
 
-def test_size__is_the_numbers_themselves(workspace):
+def test_every_kind__reads_back_from_storage_as_built(workspace, three_segments, costly_segments):
+    result = _run(active_rule(workspace, triggers=EVERY_KIND, match="any"))
+
+    assert evaluation_segment_rows(Evaluation.objects.get(pk=result.evaluation.pk)) == result.decisions
+    assert {t["kind"] for t in result.decisions[0]["triggers"]} == {t["kind"] for t in EVERY_KIND}
+
+
+def test_numbers_that_follow_from_others__are_recomputed_not_stored(workspace, three_segments, costly_segments):
+    evaluation = _run(active_rule(workspace, triggers=EVERY_KIND)).evaluation
+
+    stored_format = evaluation.inputs["numbers_format"]
+    assert stored_format["version"] == 2
+    assert [t["derived"] for t in stored_format["triggers"]] == [
+        [["value"]], [["value", "baseline"]] * 2, [["value", "baseline", "change_pct"]], [["value", "baseline"]]]
+    assert [t["scale"] for t in stored_format["triggers"]] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_size__is_the_numbers_left_after_those_compressed(workspace):
     many = segments(fresh_campaign(workspace), 40)
     for segment in many:
         add_buckets(segment, [GOOD, BAD])
     evaluation = _run(active_rule(workspace, triggers=[CTR_DROP])).evaluation
 
     [stored] = evaluation.inputs["triggers"]
-    floats = sum(len(w["numbers"]) for w in stored["windows"])
+    [stored_format] = evaluation.inputs["numbers_format"]["triggers"]
+    floats = sum(len(w["numbers"]) - len(derived)
+                 for w, derived in zip(stored["windows"], stored_format["derived"], strict=True))
     codes = 2 + 2 + 2 * len(stored["windows"])  # decision, staleness; trigger status, streak; per window 2
     names = sum(len(s.name.encode()) + 1 for s in many) - 1
-    assert len(evaluation.numbers) == len(many) * (8 * 2 + 2 * codes + 8 * floats) + names
+    columns = len(many) * (8 * 2 + 2 * codes + 8 * floats) + names
+    assert len(zstandard.ZstdDecompressor().decompress(evaluation.numbers)) == columns
+    assert len(evaluation.numbers) < columns / 4
+
+
+def test_a_number_that_would_not_recompute_exactly__is_stored(workspace, three_segments):
+    decisions = _run(active_rule(workspace, triggers=[CTR_BELOW_4_PCT])).segments
+    numbers = decisions.triggers[0].windows[0].numbers
+    numbers["value"] = np.nextafter(numbers["value"], np.inf)  # one bit off what numerator / denominator give
+
+    inputs, stored = decisions.to_stored()
+
+    assert inputs["numbers_format"]["triggers"][0]["derived"] == [[]]
+    assert SegmentDecisions.from_stored(inputs, stored).rows() == decisions.rows()
+
+
+def test_evaluation_stored_as_raw_arrays__reads_the_same_rows(workspace, three_segments, costly_segments):
+    result = _run(active_rule(workspace, triggers=EVERY_KIND, match="any"))
+    inputs = {key: value for key, value in result.evaluation.inputs.items() if key != "numbers_format"}
+
+    before_format_2 = Evaluation(inputs=inputs, numbers=_stored_as_raw_arrays(result.segments))
+
+    assert evaluation_segment_rows(before_format_2) == result.decisions
+
+
+def _stored_as_raw_arrays(decisions: SegmentDecisions) -> bytes:
+    """Format 1, as evaluations were stored before format 2: every column, uncompressed, one after the other."""
+    codes, floats = [decisions.codes, decisions.stale_codes], []
+    for trigger_columns in decisions.triggers:
+        codes += [trigger_columns.status, trigger_columns.consecutive]
+        for window in trigger_columns.windows:
+            codes += [window.status, window.reason_codes]
+            floats += window.numbers.values()
+    return b"".join([np.stack([decisions.segment_ids, decisions.campaign_ids]).astype("<i8").tobytes(),
+                     np.stack(codes).astype("<i2").tobytes(), np.stack(floats).astype("<f8").tobytes(),
+                     "\0".join(decisions.names).encode()])
+
+
+def test_inputs_people_read__leave_out_the_key_to_the_stored_bytes(workspace, three_segments):
+    evaluation = _run(active_rule(workspace, triggers=[CTR_BELOW_4_PCT])).evaluation
+
+    assert "numbers_format" in evaluation.inputs and "numbers_format" not in evaluation_inputs(evaluation)
 
 
 def test_evaluation_recorded_before_the_columns__reads_its_json_rows():
@@ -133,5 +211,5 @@ def test_evaluation_recorded_before_the_columns__reads_its_json_rows():
 def test_empty_decisions__count_nothing():
     empty = SegmentDecisions()
 
-    assert (len(empty), empty.rows(), empty.fired_segment_ids(), empty.to_bytes()) == (0, [], [], b"")
+    assert (len(empty), empty.rows(), empty.fired_segment_ids(), empty.to_stored()[1]) == (0, [], [], b"")
     assert set(empty.counts().values()) == {0}

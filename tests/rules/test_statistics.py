@@ -195,6 +195,19 @@ def test_estimate_test__normal__matches_z_arithmetic():
     assert result.ci_low == pytest.approx(0.5 - 1.959964 * 0.25, abs=1e-6)
 
 
+@pytest.mark.parametrize("df", [None, 7.5])
+@pytest.mark.parametrize("alternative", ["two-sided", "larger", "smaller"])
+def test_estimate_test__p_values__are_scipys_tail_probabilities_to_the_bit(alternative, df):
+    statistics = np.array([-np.inf, -40.0, -1.96, -0.0, 0.3, 1.0, 2.5, 40.0, np.inf, np.nan])
+    dist = stats.norm if df is None else stats.t(df)
+    expected = {"larger": dist.sf(statistics), "smaller": dist.cdf(statistics),
+                "two-sided": 2 * dist.sf(np.abs(statistics))}[alternative]
+
+    p_values = estimate_test(statistics, np.ones_like(statistics), df=df, alternative=alternative).p_value
+
+    np.testing.assert_array_equal(p_values, expected)
+
+
 # --- control limits and critical values ------------------------------------------------------
 
 
