@@ -23,10 +23,11 @@ workspace; archived segments and creatives are never touched):
 """
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import NamedTuple
 
 from django.db.models import Q, Sum
 
@@ -63,8 +64,9 @@ class ActionInput:
         return [s for s in self.segments if s.status != DeliveryStatus.ARCHIVED]
 
 
-@dataclass(frozen=True)
-class ChangeRequest:
+class ChangeRequest(NamedTuple):
+    """One change an action asks for (a tuple: a broad rule asks for thousands)."""
+
     target: Target
     field: str
     old_value: Value
@@ -72,35 +74,49 @@ class ChangeRequest:
     reason: str
 
 
-def requests_for(action_input: ActionInput) -> list[ChangeRequest]:
-    """The requested changes of every action but reallocation and alert, in a stable order."""
+def requests_for(action_input: ActionInput) -> Iterator[ChangeRequest]:
+    """The requested changes of every action but reallocation and alert, in a stable order.
+
+    One at a time: a broad rule asks for thousands, which its daily limit mostly blocks, and the
+    caller keeps no more of each than what it planned.
+    """
     requests = _REQUESTS[action_input.rule.action](action_input)
-    return [r for r in requests if r.requested_value != r.old_value]
+    return (r for r in requests if r.requested_value != r.old_value)
 
 
 def _reason(action_input: ActionInput, what: str) -> str:
-    return f"Rule “{action_input.rule.name}” (v{action_input.rule.version}): {what}"
+    return f"{_rule_says(action_input)}{what}"
 
 
-def _scaled(value: Decimal, pct: Decimal) -> Decimal:
-    return (value * (1 + pct / HUNDRED)).quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
+def _rule_says(action_input: ActionInput) -> str:
+    return f"Rule “{action_input.rule.name}” (v{action_input.rule.version}): "
 
 
-def _numeric(field_name: str, attr: str, new_value: Callable[[Decimal, Decimal], Decimal], label: str):
-    def build(ai: ActionInput) -> list[ChangeRequest]:
-        return [
-            ChangeRequest(s, field_name, getattr(s, attr), new_value(getattr(s, attr), ai.value),
-                          _reason(ai, f"{label} on {s.name}"))
-            for s in ai.live_segments()
-        ]
+def _scaled(pct: Decimal) -> Callable[[Decimal], Decimal]:
+    factor = 1 + pct / HUNDRED
+    return lambda value: (value * factor).quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def _set_to(value: Decimal) -> Callable[[Decimal], Decimal]:
+    value = value.quantize(QUANTUM)
+    return lambda _old: value
+
+
+def _numeric(field_name: str, attr: str, new_value: Callable[[Decimal], Callable[[Decimal], Decimal]], label: str):
+    """Requests for each live fired segment's `attr`: `new_value(action value)` gives its new value from its old."""
+    def build(ai: ActionInput) -> Iterator[ChangeRequest]:
+        new_value_of, rule_says = new_value(ai.value), _rule_says(ai)
+        for s in ai.live_segments():
+            old = getattr(s, attr)
+            yield ChangeRequest(s, field_name, old, new_value_of(old), f"{rule_says}{label} on {s.name}")
 
     return build
 
 
 def _segment_status(status: str, label: str):
-    def build(ai: ActionInput) -> list[ChangeRequest]:
-        return [ChangeRequest(s, Field.STATUS, s.status, status, _reason(ai, f"{label} {s.name}"))
-                for s in ai.live_segments()]
+    def build(ai: ActionInput) -> Iterator[ChangeRequest]:
+        return (ChangeRequest(s, Field.STATUS, s.status, status, _reason(ai, f"{label} {s.name}"))
+                for s in ai.live_segments())
 
     return build
 
@@ -156,12 +172,11 @@ def _rotate_creatives(ai: ActionInput) -> list[ChangeRequest]:
     return requests
 
 
-_REQUESTS: dict[str, Callable[[ActionInput], list[ChangeRequest]]] = {
+_REQUESTS: dict[str, Callable[[ActionInput], Iterable[ChangeRequest]]] = {
     Rule.Action.BID_PCT: _numeric(Field.BID, "bid", _scaled, "bid change"),
     Rule.Action.BUDGET_PCT: _numeric(Field.DAILY_BUDGET, "daily_budget", _scaled, "budget change"),
-    Rule.Action.SET_BID: _numeric(Field.BID, "bid", lambda _old, value: value.quantize(QUANTUM), "set bid"),
-    Rule.Action.SET_BUDGET: _numeric(Field.DAILY_BUDGET, "daily_budget", lambda _old, value: value.quantize(QUANTUM),
-                                     "set budget"),
+    Rule.Action.SET_BID: _numeric(Field.BID, "bid", _set_to, "set bid"),
+    Rule.Action.SET_BUDGET: _numeric(Field.DAILY_BUDGET, "daily_budget", _set_to, "set budget"),
     Rule.Action.PAUSE_SEGMENT: _segment_status(DeliveryStatus.PAUSED, "pause"),
     Rule.Action.RESUME_SEGMENT: _segment_status(DeliveryStatus.ACTIVE, "resume"),
     Rule.Action.PAUSE_CREATIVE: _pause_creatives,

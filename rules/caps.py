@@ -20,7 +20,7 @@ Every field (also status and rotation order) then passes:
   actions_per_day at most min(rule.max_actions_per_day, workspace guardrail) applied actions of
                   the rule in the 24 hours before now (rolling, so no burst across midnight).
                   Once it is used up it is checked first and alone: the change is blocked and its
-                  report names that cap only (`cap_change`).
+                  report names that cap only (`cap_past_daily_limit`).
 
 Money is rounded to the 4 decimals of the database *towards the current value*, so rounding
 can only make a change smaller and never pushes it past a cap.
@@ -251,18 +251,12 @@ def cap_actions_per_day(current: Value, requested: Value, *, actions_in_day: int
 
 def cap_change(current: Value, requested: Value, *, limits: Limits, inputs: CapInputs) -> Capped:
     """Every cap in order; the result names each cap considered, its limit and whether it bound."""
+    past_limit = cap_past_daily_limit(current, requested, limits=limits, actions_in_day=inputs.actions_in_day)
+    if past_limit is not None:
+        return past_limit
     result = Capped(requested)
     if isinstance(current, Decimal):
         result.value = move_toward(current, requested)  # to the database's 4 decimals, towards current
-    if result.value != current and inputs.actions_in_day >= limits.actions_per_day.value:
-        # The rule's daily limit is used up: the change is blocked whatever the other caps say, and
-        # no other cap can bind a change that no longer moves. Reporting that one cap alone spares
-        # the thousands of segments a broad rule keeps firing on once its limit is reached.
-        result.value, entry = cap_actions_per_day(current, result.value, actions_in_day=inputs.actions_in_day,
-                                                  limit=limits.actions_per_day)
-        result.report.append(entry)
-        return result
-    if isinstance(current, Decimal):
         _apply_numeric_caps(result, current, limits, inputs)
     for cap in (
         lambda v: cap_cooldown(current, v, last_applied_at=inputs.last_applied_at, now=inputs.now,
@@ -272,6 +266,29 @@ def cap_change(current: Value, requested: Value, *, limits: Limits, inputs: CapI
         result.value, entry = cap(result.value)
         result.report.append(entry)
     return result
+
+
+def cap_past_daily_limit(current: Value, requested: Value, *, limits: Limits, actions_in_day: int) -> Capped | None:
+    """The change blocked by the rule's used-up daily limit, its report naming that cap alone; None when the
+    limit is not used up or the change does not move (then every cap has its say, `cap_change`).
+
+    Once the limit is used up the change is blocked whatever the other caps say, and no other cap can
+    bind a change that no longer moves. Reporting that one cap alone spares the thousands of segments a
+    broad rule keeps firing on once its limit is reached, and the reads of the other caps' inputs.
+    """
+    if not (daily_limit_used_up(limits, actions_in_day) and moves(current, requested)):
+        return None
+    value, entry = cap_actions_per_day(current, requested, actions_in_day=actions_in_day, limit=limits.actions_per_day)
+    return Capped(value, [entry])
+
+
+def daily_limit_used_up(limits: Limits, actions_in_day: int) -> bool:
+    return actions_in_day >= limits.actions_per_day.value
+
+
+def moves(current: Value, requested: Value) -> bool:
+    """Whether a change still moves once rounded to the database's decimals, towards the current value."""
+    return (move_toward(current, requested) if isinstance(current, Decimal) else requested) != current
 
 
 def _apply_numeric_caps(result: Capped, current: Decimal, limits: Limits, inputs: CapInputs) -> None:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.db.models import Count, Q, Sum
 
 from campaigns.models import Campaign, DeliveryStatus, Segment
+from rulesplatform.id_arrays import id_in
 
 from .caps import ACTIONS_DAY, AppliedStep
 from .models import Change
@@ -23,7 +24,7 @@ def applied_steps(*, target_type: str, target_ids: Iterable[int], field: str,
     """Applied changes of one field of these targets after `since`, by target id, oldest first."""
     column = f"{target_type}_id"
     rows = (
-        Change.objects.filter(**{f"{column}__in": list(target_ids)}, field=field, status=Change.Status.APPLIED,
+        Change.objects.filter(id_in(column, target_ids), field=field, status=Change.Status.APPLIED,
                               applied_at__gt=since)
         .order_by("applied_at", "id")
         .values_list(column, "applied_at", "old_value", "capped_value")

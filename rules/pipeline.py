@@ -22,9 +22,10 @@ A change blocked because the rule's daily action limit was already used up (the
 segment the rule fired on would add a blocked row and its audit event, thousands per run for a
 broad rule, all for one rule-level reason. Such changes come back with `over_daily_limit` set,
 and the engine keeps them in the evaluation's inputs instead (`daily_limit_blocks`: the cap's
-report once, and per change its target, values and the caps that bound it). A change capped to
-nothing by any other cap (bounds, step, window, channel share, cooldown) is still recorded as
-BLOCKED with its cap report.
+report once, and per change its target, values and the caps that bound it). Once a run's limit is
+used up, the rest of its requests are planned in one pass, without reading the other caps' inputs
+(`_Planner._past_daily_limit`). A change capped to nothing by any other cap (bounds, step, window,
+channel share, cooldown) is still recorded as BLOCKED with its cap report.
 
 Alerts write no change: an audit event "rule.alert" (once per rule and window) plus a log
 line record them. An escalation alert (a guard metric broke its limit) also notifies the
@@ -33,11 +34,12 @@ through the same caps and policy as any change.
 """
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
+from itertools import chain
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -46,10 +48,11 @@ from audit.actors import Actor
 from audit.models import AuditEvent
 from campaigns.models import Campaign, Creative, Segment
 from rulesplatform.bulk_insert import bulk_insert
+from rulesplatform.id_arrays import id_in
 
 from .actions import ActionInput, ChangeRequest, Reallocation, reallocations_for, requests_for, split_exactly
 from .binding import binds
-from .caps import CapInputs, Capped, ChannelBudget, Limits, cap_change
+from .caps import CapInputs, Capped, ChannelBudget, Limits, cap_change, cap_past_daily_limit, daily_limit_used_up, moves
 from .changes import (
     LazyEntry,
     apply_in_memory,
@@ -98,11 +101,15 @@ def daily_limit_blocks(planned_changes: list[PlannedChange]) -> dict:
     blocked = [p for p in planned_changes if p.over_daily_limit]
     if not blocked:
         return {}
+    bound_caps: dict[int, list[str]] = {}  # by cap report: a run's changes past the limit share one
+    for p in blocked:
+        if id(p.cap_report) not in bound_caps:
+            bound_caps[id(p.cap_report)] = [e["cap"] for e in p.cap_report if e["bound"]]
     return {
         "cap": _bound_entry(blocked[0], DAILY_LIMIT_CAP),
         "changes": [{"target": f"{target_type(p.target)}:{p.target.pk}", "field": p.field,
                      "old_value": p.old_value, "requested_value": p.requested_value,
-                     "bound_caps": [e["cap"] for e in p.cap_report if e["bound"]]} for p in blocked],
+                     "bound_caps": bound_caps[id(p.cap_report)]} for p in blocked],
     }
 
 
@@ -125,6 +132,11 @@ class _Group:
 
     items: list[_Planned] = field(default_factory=list)
     batch_id: str = ""
+
+
+# What planning a run gives, in order: groups to record, and on their own the changes blocked by the
+# rule's used-up daily limit, which are never recorded (module docstring).
+_Plan = list[_Group | PlannedChange]
 
 
 @dataclass
@@ -154,8 +166,8 @@ def changes_for_evaluation(*, actor: Actor, rule: Rule, evaluation: Evaluation |
         # include what the previous run applied, and a window must be recorded once.
         Rule.objects.select_for_update().filter(pk=rule.pk).values_list("pk").first()
         ledger = Ledger(rules=[rule], fired_segment_ids=fired_segment_ids, now=now, lock=True)
-        groups = _Planner(run, now, ledger).plan()
-        return _record_groups(groups, recorded_changes([run]),
+        plan = _Planner(run, now, ledger).plan()
+        return _record_groups(run, plan, recorded_changes([run]),
                               partial(_record_group, actor, rule, evaluation, now=now))
 
 
@@ -164,7 +176,11 @@ def changes_planned(run: RuleRun, *, now: datetime) -> list[PlannedChange]:
     if _alerts(run.rule) and not pauses_on_escalation(run.rule):
         return []
     ledger = Ledger(rules=[run.rule], fired_segment_ids=run.fired_segment_ids, now=now, lock=False)
-    return [item.planned for group in _Planner(run, now, ledger).plan() for item in group.items]
+    return [planned for entry in _Planner(run, now, ledger).plan() for planned in _as_planned(entry)]
+
+
+def _as_planned(entry: _Group | PlannedChange) -> list[PlannedChange]:
+    return [item.planned for item in entry.items] if isinstance(entry, _Group) else [entry]
 
 
 def _alerts(rule: Rule) -> bool:
@@ -173,6 +189,14 @@ def _alerts(rule: Rule) -> bool:
 
 def idempotency_key(*, rule: Rule, target: Target, field_name: str, window_end: datetime) -> str:
     return f"rule:{rule.pk}:v{rule.version}:{target_type(target)}:{target.pk}:{field_name}:{window_end.isoformat()}"
+
+
+# Actions that read rows of their own besides the fired segments (rules.actions: creatives, a
+# campaign's other segments): in a batch, those rows must hold what it has applied before they are
+# read; and their applied steps are read for all of a run's targets at once (the ledger reads the
+# fired segments' for all of them).
+_READS_ROWS_ITSELF = frozenset({Rule.Action.PAUSE_CREATIVE, Rule.Action.RESUME_CREATIVE, Rule.Action.ROTATE_CREATIVE,
+                                Rule.Action.REALLOCATE_BUDGET})
 
 
 class _Planner:
@@ -189,10 +213,10 @@ class _Planner:
         self.fired_segment_ids, self.ledger = run.fired_segment_ids, ledger
         self.limits = Limits.for_rule(run.rule)
         self.actions_in_day = ledger.actions_in_day(run.rule)
-        self._steps: dict[tuple[str, str], dict] = {}
+        self._since = now - timedelta(minutes=self.limits.history_minutes)
         self._channels: dict[str, dict[str, Decimal]] = {}
 
-    def plan(self) -> list[_Group]:
+    def plan(self) -> _Plan:
         segments = self.ledger.segments(self.rule, self.fired_segment_ids)
         action_input = ActionInput(self.rule, segments, self.window_start, self.window_end)
         if self.rule.action == Rule.Action.REALLOCATE_BUDGET:
@@ -200,8 +224,15 @@ class _Planner:
             self._load_steps([(s, Change.Field.DAILY_BUDGET) for r in reallocations for s in r.givers + r.receivers])
             return [self._plan_reallocation(r) for r in reallocations]
         requests = requests_for(action_input)
-        self._load_steps([(r.target, r.field) for r in requests])
-        return [self._plan_request(r) for r in requests]
+        if self.rule.action in _READS_ROWS_ITSELF:  # targets besides the fired segments: their steps in one query
+            requests = list(requests)
+            self._load_steps([(r.target, r.field) for r in requests])
+        requests, plan = iter(requests), []
+        for request in requests:
+            if daily_limit_used_up(self.limits, self.actions_in_day):
+                return plan + self._past_daily_limit(chain([request], requests))
+            plan.append(self._plan_request(request))
+        return plan
 
     # --- single changes ---
 
@@ -215,6 +246,28 @@ class _Planner:
             if request.field == Change.Field.DAILY_BUDGET:
                 self._add_to_channel(request.target, capped.value - request.old_value)
         return _Group([item])
+
+    def _past_daily_limit(self, requests: Iterable[ChangeRequest]) -> _Plan:
+        """The rest of the run once the daily limit is used up: a broad rule asks for thousands more.
+
+        Each request that moves is blocked by that cap alone (caps.cap_past_daily_limit), built in one pass;
+        nothing more is counted, so they share one report. One that does not move goes through every cap.
+        """
+        plan: _Plan = []
+        report = None
+        for request in requests:
+            old, requested = request.old_value, request.requested_value
+            if not moves(old, requested):
+                plan.append(self._plan_request(request))
+                continue
+            if report is None:
+                report = cap_past_daily_limit(old, requested, limits=self.limits,
+                                              actions_in_day=self.actions_in_day).report
+            old_value = format_value(old)
+            plan.append(PlannedChange(target=request.target, field=request.field, old_value=old_value,
+                                      requested_value=format_value(requested), capped_value=old_value,
+                                      cap_report=report, blocked=True, over_daily_limit=True))
+        return plan
 
     # --- reallocation ---
 
@@ -264,10 +317,14 @@ class _Planner:
     # --- caps and their inputs ---
 
     def _cap(self, target: Target, field_name: str, current, requested, *, with_channel: bool = False) -> Capped:
+        past_limit = cap_past_daily_limit(current, requested, limits=self.limits, actions_in_day=self.actions_in_day)
+        if past_limit is not None:
+            return past_limit  # the other caps' inputs are not read: they have no say
+        kind = target_type(target)
         floor, ceiling = bounds(target, field_name) if is_numeric(field_name) else (None, None)
         inputs = CapInputs(
             now=self.now,
-            history=self._steps.get((target_type(target), field_name), {}).get(target.pk, ()),
+            history=self.ledger.steps(kind, field_name, target.pk, since=self._since),
             actions_in_day=self.actions_in_day,
             floor=floor,
             ceiling=ceiling,
@@ -276,12 +333,11 @@ class _Planner:
         return cap_change(current, requested, limits=self.limits, inputs=inputs)
 
     def _load_steps(self, targets: list[tuple[Target, str]]) -> None:
-        since = self.now - timedelta(minutes=self.limits.history_minutes)
         wanted: dict[tuple[str, str], set[int]] = {}
         for target, field_name in targets:
             wanted.setdefault((target_type(target), field_name), set()).add(target.pk)
         for (kind, field_name), ids in wanted.items():
-            self._steps[(kind, field_name)] = self.ledger.steps(kind, field_name, ids, since=since)
+            self.ledger.load_steps(kind, field_name, ids)
 
     def _channel_totals(self, target: Target) -> dict[str, Decimal]:
         kind = target_type(target)
@@ -323,10 +379,13 @@ def _conservation_entry(*, total: Decimal, asked: Decimal, moved: Decimal, bound
 
 # --- recording, change by change (one rule's run; the batch's fallback) -----------------------------
 
-def _record_groups(groups: list[_Group], recorded: dict[str, list[Change]],
+def _record_groups(run: RuleRun, plan: _Plan, recorded: dict[str, list[Change]],
                    record_group: Callable[[_Group], list[PlannedChange]]) -> list[PlannedChange]:
     result: list[PlannedChange] = []
-    for group in groups:
+    for group in plan:
+        if isinstance(group, PlannedChange):
+            result.append(_past_limit_result(run, group, recorded))
+            continue
         existing = recorded.get(group.batch_id) if group.batch_id else recorded.get(group.items[0].key)
         if existing:
             # This window was recorded by an earlier run: report it, never apply it again.
@@ -336,6 +395,15 @@ def _record_groups(groups: list[_Group], recorded: dict[str, list[Change]],
         else:
             result += record_group(group)
     return result
+
+
+def _past_limit_result(run: RuleRun, planned: PlannedChange, recorded: dict[str, list[Change]]) -> PlannedChange:
+    """A change past the daily limit is kept in the evaluation, unless an earlier run of this window recorded it."""
+    if not recorded:  # the usual first run of a window: no key to build
+        return planned
+    key = idempotency_key(rule=run.rule, target=planned.target, field_name=planned.field, window_end=run.window_end)
+    existing = recorded.get(key)
+    return _planned_from(existing[0]) if existing else planned
 
 
 def _record_group(actor: Actor, rule: Rule, evaluation: Evaluation | None, group: _Group, *,
@@ -371,11 +439,6 @@ def _planned_from(change: Change, *, target: Target | None = None) -> PlannedCha
 
 # --- recording, set-based (many rules' runs at once) ------------------------------------------------
 
-# Actions that read rows of their own besides the fired segments (rules.actions: creatives, a
-# campaign's other segments): those rows must hold what the batch has applied before they are read.
-_READS_ROWS_ITSELF = frozenset({Rule.Action.PAUSE_CREATIVE, Rule.Action.RESUME_CREATIVE, Rule.Action.ROTATE_CREATIVE,
-                                Rule.Action.REALLOCATE_BUDGET})
-
 
 class TargetMoved(RuntimeError):
     """A row the batch changes, not locked before planning, no longer holds what the batch planned on."""
@@ -386,12 +449,17 @@ class ChangeBatch:
     recording them one after the other (in the order `record` is called) change by change.
 
     Locks every rule once (by id), then reads what planning needs once for all of them (the
-    ledger, rules.ledger: fired segments locked by id, applied steps, actions in the day,
-    channel budgets, policies, auto-applied amounts, what was already recorded). `record` plans a
-    run and takes its changes through the same steps as the change services — built, routed,
-    applied, each status reached through `change_transition` — in memory; `write` inserts and
-    updates everything in a few statements per kind of row, audit events last, in the order the
-    change-by-change path writes them.
+    ledger, rules.ledger: fired segments, applied steps, actions in the day, channel budgets,
+    policies, auto-applied amounts, what was already recorded). `record` plans a run and takes its
+    changes through the same steps as the change services — built, routed, applied, each status
+    reached through `change_transition` — in memory; `write` inserts and updates everything in a
+    few statements per kind of row, audit events last, in the order the change-by-change path
+    writes them.
+
+    No target is locked while planning: the targets the batch changes are locked when it writes
+    them (by model, then id) and must still hold the values it planned on (compare-and-set), or the
+    batch fails with `TargetMoved` and the engine records rule by rule instead. A moved target is
+    never written blindly.
     """
 
     def __init__(self, *, actor: Actor, runs: Sequence[RuleRun], now: datetime):
@@ -401,9 +469,11 @@ class ChangeBatch:
         list(Rule.objects.select_for_update().filter(pk__in={run.rule.pk for run in runs}).order_by("pk")
              .values_list("pk", flat=True))
         fired = [run for run in runs if run.fired_segment_ids]
-        self.ledger = Ledger(rules=[run.rule for run in fired], now=now, lock=True,
+        # The fired segments are read, not locked: most are never changed (a rule's daily limit stops it
+        # long before its broad scope does). Those the batch changes are locked when it writes them.
+        self.ledger = Ledger(rules=[run.rule for run in fired], now=now, lock=False,
                              fired_segment_ids=[pk for run in fired for pk in run.fired_segment_ids])
-        self._locked = set(self.ledger.targets)
+        self._locked: set[tuple[str, int]] = set()
         self._recorded = recorded_changes([run for run in fired if not _alerts(run.rule)
                                            or pauses_on_escalation(run.rule)])
         self._alerted = alerts_recorded([run for run in fired if _alerts(run.rule)])
@@ -412,7 +482,7 @@ class ChangeBatch:
         self._approvals: list[Approval] = []
         self._pending: list[list[Change]] = []
         self._applied: list[Change] = []
-        self._unchecked: dict[tuple[str, int], dict[str, str]] = {}  # not locked up front: attr -> value planned on
+        self._unchecked: dict[tuple[str, int], dict[str, str]] = {}  # changed, not locked yet: attr -> value planned on
 
     def record(self, run: RuleRun) -> list[PlannedChange]:
         if _alerts(run.rule):
@@ -423,8 +493,8 @@ class ChangeBatch:
             return []
         if run.rule.action in _READS_ROWS_ITSELF and self.ledger.dirty:
             self._write_targets()
-        groups = _Planner(run, self.now, self.ledger).plan()
-        return _record_groups(groups, self._recorded, partial(self._record_group, run))
+        plan = _Planner(run, self.now, self.ledger).plan()
+        return _record_groups(run, plan, self._recorded, partial(self._record_group, run))
 
     def write(self, *, evaluations: Sequence[Evaluation]) -> None:
         evaluations_insert(evaluations=evaluations, evaluated_at=self.now)
@@ -486,14 +556,17 @@ class ChangeBatch:
         self.ledger.dirty.clear()
 
     def _lock_unchecked(self) -> None:
-        """Compare-and-set for targets read by an action (not locked before planning): lock them, by model
-        then id, and check they still hold what the batch planned on."""
+        """Compare-and-set for the targets changed since the last write: lock them, by model then id, and check
+        they still hold what the batch planned on."""
         for kind in sorted({kind for kind, _ in self._unchecked}):
-            ids = sorted(pk for k, pk in self._unchecked if k == kind)
-            for row in TARGET_MODELS[kind].objects.select_for_update().filter(pk__in=ids).order_by("pk"):
-                for attr, planned_on in self._unchecked[(kind, row.pk)].items():
-                    if format_value(getattr(row, attr)) != planned_on:
-                        raise TargetMoved(f"{kind} {row.pk}: {attr} is {getattr(row, attr)}, planned on {planned_on}")
+            planned_on = {pk: attrs for (k, pk), attrs in self._unchecked.items() if k == kind}
+            attrs = sorted({attr for attrs in planned_on.values() for attr in attrs})
+            rows = (TARGET_MODELS[kind].objects.select_for_update().filter(id_in("pk", planned_on)).order_by("pk")
+                    .values_list("pk", *attrs))
+            for pk, *values in rows:
+                for attr, value in zip(attrs, values, strict=True):
+                    if attr in planned_on[pk] and format_value(value) != planned_on[pk][attr]:
+                        raise TargetMoved(f"{kind} {pk}: {attr} is {value}, planned on {planned_on[pk][attr]}")
         self._locked |= set(self._unchecked)
         self._unchecked.clear()
 

@@ -2,15 +2,17 @@
 
 import logging
 import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from audit.chain import verify_chain
 from audit.models import AuditEvent
-from rules import pipeline
+from campaigns.models import Segment
+from rules import engine, pipeline
 from rules.engine import evaluate_rules
 from rules.models import (
     Approval,
@@ -28,6 +30,7 @@ from tests.rules.facts import (
     CTR_BELOW_4_PCT,
     NOW,
     SYSTEM,
+    WINDOW_END,
     active_rule,
     add_buckets,
     fresh_campaign,
@@ -212,6 +215,107 @@ def test_a_failing_rule_in_a_batch__does_not_stop_the_others(workspace, monkeypa
     assert verify_chain().ok
 
 
+# --- past a rule's daily limit: blocked by that limit alone, kept in the evaluation -------------------------
+
+def _broad_market(workspace, count: int = 12):
+    """Rules firing on many segments whose daily limit is used up after a few (or from the start)."""
+    campaign = fresh_campaign(workspace, name="Campaign")
+    fired = [SegmentFactory(campaign=campaign, name=f"Segment {i}", bid=Decimal("1.00"), daily_budget=Decimal("100.00"))
+             for i in range(count)]
+    for segment in fired:
+        add_buckets(segment, [BAD])
+    rule = lambda name, **fields: active_rule(workspace, name=name, triggers=[CTR_BELOW_4_PCT],  # noqa: E731
+                                              cooldown_minutes=0, **fields)
+    rules = [
+        rule("a: bids, two a day", max_actions_per_day=2),
+        rule("b: budgets, none left", action=Rule.Action.BUDGET_PCT, max_actions_per_day=0),
+        rule("c: bids again, three a day", max_actions_per_day=3, max_step_pct=Decimal("5")),
+    ]
+    return fired, rules
+
+
+def _daily_limit_blocks(workspace, fired, rules) -> list:
+    """What each evaluation keeps of the changes past its rule's daily limit, targets by position."""
+    position = {f"segment:{segment.pk}": i for i, segment in enumerate(fired)}
+    names = {rule.pk: rule.name for rule in rules}
+    kept = [(names[e.rule_id], e.inputs.get("daily_limit_blocks", {}))
+            for e in Evaluation.objects.filter(workspace_id=workspace.pk).order_by("pk")]
+    return [(name, blocks.get("cap"), [(position[c["target"]], c["field"], c["old_value"], c["requested_value"],
+                                        c["bound_caps"]) for c in blocks.get("changes", [])])
+            for name, blocks in kept]
+
+
+def test_rules_past_their_daily_limit__keep_in_their_evaluations_what_recording_change_by_change_does(
+        monkeypatch, caplog):
+    together, change_by_change = WorkspaceFactory(), WorkspaceFactory()
+    fired_together, rules_together = _broad_market(together)
+    fired_alone, rules_alone = _broad_market(change_by_change)
+
+    evaluate_rules(rule_ids=[r.pk for r in rules_together], now=NOW, source="schedule", actor=SYSTEM)
+    monkeypatch.setattr(engine, "_record_together", _broken)  # the engine falls back to change by change
+    with caplog.at_level(logging.ERROR):
+        evaluate_rules(rule_ids=[r.pk for r in rules_alone], now=NOW, source="schedule", actor=SYSTEM)
+
+    assert TOGETHER_FAILED in caplog.text
+    assert _outcome(together, fired_together, rules_together) == _outcome(change_by_change, fired_alone, rules_alone)
+    blocks = _daily_limit_blocks(together, fired_together, rules_together)
+    assert blocks == _daily_limit_blocks(change_by_change, fired_alone, rules_alone)
+    assert [[position for position, *_ in changes] for _, _, changes in blocks] == [
+        list(range(2, 12)), list(range(12)), list(range(5, 12))]  # c: 0 and 1 capped by a's change, not counted
+    assert all(cap["cap"] == "actions_per_day" and cap["bound"] for _, cap, _ in blocks)
+    assert {tuple(bound) for *_, changes in blocks for *_, bound in changes} == {("actions_per_day",)}
+
+
+def _broken(*args, **kwargs):
+    raise RuntimeError("recording together is broken")
+
+
+def _recording_queries_past_the_daily_limit(segment_count: int) -> int:
+    fired, rules = _broad_market(WorkspaceFactory(), count=segment_count)
+    with CaptureQueriesContext(connection) as queries:
+        results = evaluate_rules(rule_ids=[r.pk for r in rules], now=NOW, source="schedule", actor=SYSTEM)
+    assert all(r.evaluation.inputs["daily_limit_blocks"] for r in results)
+    return len(queries)
+
+
+def test_query_count__past_the_daily_limit__does_not_grow_with_the_fired_segments():
+    assert _recording_queries_past_the_daily_limit(24) <= _recording_queries_past_the_daily_limit(6)
+
+
+def test_the_same_window_again__past_the_daily_limit__reports_the_recorded_change_and_keeps_the_rest(workspace):
+    fired = segments(fresh_campaign(workspace), 3, bid=Decimal("1.00"))
+    for segment in fired:
+        add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT], max_actions_per_day=1, cooldown_minutes=0)
+
+    [first] = evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM)
+    [again] = evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM)
+
+    applied = first.planned_changes[0].change
+    assert [p.change for p in again.planned_changes] == [applied, None, None]
+    assert [p.over_daily_limit for p in again.planned_changes] == [False, True, True]
+    assert [c["target"] for c in again.evaluation.inputs["daily_limit_blocks"]["changes"]] == [
+        f"segment:{s.pk}" for s in fired[1:]]
+    assert Change.objects.get() == applied and AuditEvent.objects.filter(action="change.apply").count() == 1
+
+
+def test_a_target_moved_after_the_batch_planned__fails_the_batch_rather_than_being_overwritten(workspace):
+    [segment] = segments(fresh_campaign(workspace), 1, bid=Decimal("1.00"))
+    run = pipeline.RuleRun(active_rule(workspace, triggers=[CTR_BELOW_4_PCT]), None, [segment.pk],
+                           WINDOW_END - timedelta(hours=1), WINDOW_END)
+
+    with transaction.atomic():
+        batch = pipeline.ChangeBatch(actor=SYSTEM, runs=[run], now=NOW)
+        [planned] = batch.record(run)
+        Segment.objects.filter(pk=segment.pk).update(bid=Decimal("2.00"))  # another writer, after the batch read it
+        with pytest.raises(pipeline.TargetMoved):
+            batch.write(evaluations=[])
+
+    assert planned.old_value == "1.0000"
+    segment.refresh_from_db()
+    assert segment.bid == Decimal("2.00")
+
+
 # --- concurrency (PostgreSQL: real row locks between connections) ---------------------------------------
 
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
@@ -250,3 +354,38 @@ def test_concurrent_batches_of_the_same_rules__record_and_apply_each_change_once
     assert set(Change.objects.values_list("status", flat=True)) == {Change.Status.APPLIED}
     assert AuditEvent.objects.filter(action="change.apply").count() == 6
     assert verify_chain().ok
+
+
+@pytest.mark.postgres
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_target_another_worker_moves_while_a_batch_plans__is_planned_again_on_its_new_value(monkeypatch, caplog):
+    workspace = WorkspaceFactory()
+    [segment] = segments(fresh_campaign(workspace), 1, bid=Decimal("1.00"))
+    add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT], action_value=Decimal("-10"))
+    evaluations_insert = pipeline.evaluations_insert
+
+    def moved_meanwhile(**kwargs):
+        # The batch has planned (it writes now); another connection moves the segment it did not lock.
+        worker = threading.Thread(target=_move_bid, args=(segment.pk, Decimal("2.00")))
+        worker.start()
+        worker.join(timeout=30)
+        return evaluations_insert(**kwargs)
+
+    monkeypatch.setattr(pipeline, "evaluations_insert", moved_meanwhile)
+    with caplog.at_level(logging.ERROR):
+        evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM)
+
+    assert TOGETHER_FAILED in caplog.text and "TargetMoved" in caplog.text
+    change = Change.objects.get()
+    assert (change.old_value, change.capped_value, change.status) == ("2.0000", "1.8000", Change.Status.APPLIED)
+    segment.refresh_from_db()
+    assert segment.bid == Decimal("1.8000")
+
+
+def _move_bid(segment_id: int, bid: Decimal) -> None:
+    try:
+        Segment.objects.filter(pk=segment_id).update(bid=bid)
+    finally:
+        connection.close()

@@ -21,6 +21,7 @@ from rules.caps import (
     cap_channel_share,
     cap_cooldown,
     cap_max_step,
+    cap_past_daily_limit,
     cap_rolling_window,
     move_toward,
     tighter,
@@ -159,6 +160,18 @@ def test_cap_change__once_the_daily_limit_is_used_up__blocks_naming_that_cap_alo
                         inputs=CapInputs(now=T0, actions_in_day=3, floor=D("0.1"), ceiling=D("2")))
     assert capped.value == D("1.0000")
     assert [(e["cap"], e["bound"]) for e in capped.report] == [("actions_per_day", True)]
+
+
+def test_cap_past_daily_limit__before_the_limit_is_used_up__leaves_the_change_to_every_cap():
+    assert cap_past_daily_limit(D("1.0000"), D("5.0000"), limits=limits(actions_per_day=Limit(3, RULE)),
+                                actions_in_day=2) is None
+
+
+def test_cap_past_daily_limit__a_change_that_rounds_to_no_move__is_left_to_every_cap():
+    used_up = limits(actions_per_day=Limit(3, RULE))
+    assert cap_past_daily_limit(D("1.0000"), D("1.00004"), limits=used_up, actions_in_day=3) is None
+    capped = cap_change(D("1.0000"), D("1.00004"), limits=used_up, inputs=CapInputs(now=T0, actions_in_day=3))
+    assert capped.value == D("1.0000") and not any(e["bound"] for e in capped.report)
 
 
 # --- properties ----------------------------------------------------------------------------------
