@@ -2,11 +2,12 @@
 
 For each call of `evaluate_rules`:
 
-1. Rules are grouped by scope (workspace, campaigns, channel, segment criteria). Each scope's
-   segment ids are read in one query, the details of their union in one more; the counters of
-   all the scopes of a workspace are read once, per (segment, interval between the window and
-   baseline boundaries of all its rules' triggers) (`rules.aggregates`), and each scope takes its
-   rows from those arrays; rules sharing a scope share them.
+1. Rules are grouped by scope (workspace, campaigns, channel, segment criteria). The segments of
+   all the scopes of a workspace are read in one query with their details, their campaigns'
+   freshness in one more; the counters of all those segments are read once, per (segment,
+   interval between the window and baseline boundaries of all its rules' triggers)
+   (`rules.aggregates`), and each scope takes its rows from those arrays; rules sharing a scope
+   share them.
 2. Each trigger is computed for all segments and its last N windows at once (`rules.triggers`).
 3. Per segment: stale or flagged data -> "skipped: stale data" (never a money move); otherwise
    the triggers combine by the rule's match (all / any).
@@ -25,21 +26,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import transaction
 
 from accounts.roles import Perm
 from accounts.services import require_perm
 from audit.actors import Actor
-from campaigns.freshness import FLAGGED, NO_DATA, STALE, metrics_freshness
+from campaigns.freshness import FLAGGED, NO_DATA, STALE, MetricsFreshness, metrics_freshness
 from campaigns.metrics import get_metric
-from campaigns.models import Segment
+from campaigns.models import Campaign
+from campaigns.rollups import metric_days_refresh
 
 from .aggregates import BucketGrid, ScopeCounters, counters_needed, floor_to_bucket, load_counters
 from .decisions import OUTCOMES, SegmentDecisions, segment_decisions
 from .explain import run_summary
 from .models import Evaluation, Rule, Trigger
 from .pipeline import ChangeBatch, PlannedChange, RuleRun, changes_for_evaluation, daily_limit_blocks
-from .selectors import rules_for_engine, scope_key, segments_in_scope
+from .selectors import rules_for_engine, scope_key, segments_in_scopes
 from .services import (
     evaluation_build,
     evaluation_correct,
@@ -78,13 +80,16 @@ def evaluate_rules(
     *, rule_ids: list[int], now: datetime, source: str, actor: Actor, dry_run: bool = False
 ) -> list[RuleEvaluationResult]:
     """Evaluate these rules at `now`. Outside a dry run only active rules run (one may have been
-    paused since it was queued); a failing rule is logged and does not stop the others.
+    paused since it was queued); a failing rule is logged and does not stop the others. Outside a
+    dry run, the past days the rules read that changed since are rolled up first (`_refresh_rollups`).
 
     Every rule's decisions are computed first, writing nothing; then all are recorded together
     in one transaction, as if one after the other in the order given (`_record_together`). Should
     that fail, they are recorded rule by rule instead, each in its own transaction (`_record_rule`).
     """
     rules = list(rules_for_engine(rule_ids=rule_ids, only_active=not dry_run))
+    if not dry_run:
+        _refresh_rollups(rules, now=now)
     scopes = _ScopeCache(rules, now=now)
     results = []
     for rule in rules:
@@ -101,6 +106,19 @@ def evaluate_rules(
     if dry_run or not results:
         return results
     return _record(results, actor=actor, now=now, source=source)
+
+
+def _refresh_rollups(rules: list[Rule], *, now: datetime) -> None:
+    """Roll up the days these rules read that are over and changed since (campaigns.rollups), so
+    the read takes them from their rollups. The read is exact either way: a dry run, which writes
+    nothing, skips this, and a failure here is logged and does not stop the evaluation."""
+    lookback = max((lookback_buckets(t, r.workspace.metric_bucket_minutes) * r.workspace.metric_bucket_minutes
+                    for r in rules for t in r.triggers.all()), default=0)
+    try:
+        metric_days_refresh(workspace_ids={r.workspace_id for r in rules}, since=now - timedelta(minutes=lookback),
+                            before=now)
+    except Exception:
+        logger.exception("Refreshing the rollups of metric facts failed: the counters are read from the facts")
 
 
 def rule_preview(*, actor: Actor, rule: Rule, now: datetime) -> RuleEvaluationResult:
@@ -240,7 +258,7 @@ def _outside_active_hours(rule: Rule, now: datetime) -> str:
 
 @dataclass
 class _Scope:
-    segments: list[dict]  # id, name, campaign_id, stale (reason or "")
+    segments: list[dict]  # id, name, campaign_id, stale (reason or ""); shared between scopes, read only
     counters: ScopeCounters
 
 
@@ -281,15 +299,16 @@ def evaluation_fields(result: RuleEvaluationResult, *, now: datetime, source: st
     """What an Evaluation keeps besides its rule, window, outcome and summary: the settings and
     the decisions' counts as JSON (`inputs`), every number behind the decisions in columns (`numbers`)."""
     rule = result.rule
+    decisions, numbers = result.segments.to_stored()
     inputs = {
         "rule_version": rule.version, "evaluated_at": now.isoformat(), "source": source,
         "window_start": result.window_start.isoformat(), "window_end": result.window_end.isoformat(),
         "bucket_minutes": rule.workspace.metric_bucket_minutes, "time_zone": rule.workspace.time_zone,
         "freshness_limit_minutes": rule.workspace.freshness_limit_minutes, "match": rule.match,
         "active_hours": [rule.active_hours_start, rule.active_hours_end],
-        **result.segments.inputs(),
+        **decisions,
     }
-    return {"inputs": inputs, "numbers": result.segments.to_bytes()}
+    return {"inputs": inputs, "numbers": numbers}
 
 
 # --- scopes: segments, freshness and counters, shared between rules ---------------------------
@@ -299,15 +318,16 @@ class _ScopeCache:
     """Loads each scope once per call, over the longest span and all the counters its rules need.
 
     The facts are read once per workspace: the first scope asked for loads the segments of
-    every scope of that workspace the call's rules need, sums their facts in one query per
-    interval between the window and baseline boundaries of all their triggers, over the longest
-    span any of them needs, and each scope takes its own rows and span from it.
+    every scope of that workspace the call's rules need (`segments_in_scopes`), sums their facts
+    per interval between the window and baseline boundaries of all their triggers
+    (`load_counters`), over the longest span any of them needs, and each scope takes its own
+    rows, span and counters from it.
     """
 
     def __init__(self, rules: list[Rule], *, now: datetime):
         self.now = now
         self._lookback: dict[tuple, int] = defaultdict(int)
-        self._metrics: dict[int, set[str]] = defaultdict(set)  # per workspace
+        self._metrics: dict[tuple, set[str]] = defaultdict(set)  # per scope
         self._moments: dict[int, set[str]] = defaultdict(set)  # ratio metrics judged per bucket
         self._offsets: dict[int, set[int]] = defaultdict(set)  # range ends, in buckets before the end
         self._rules: dict[int, dict[tuple, Rule]] = defaultdict(dict)  # workspace -> scope -> a rule of it
@@ -317,7 +337,7 @@ class _ScopeCache:
             bucket = rule.workspace.metric_bucket_minutes
             for trigger in rule.triggers.all():
                 self._lookback[key] = max(self._lookback[key], lookback_buckets(trigger, bucket))
-                self._metrics[workspace].add(trigger.metric)
+                self._metrics[key].add(trigger.metric)
                 self._offsets[workspace] |= window_offsets(trigger, bucket)
                 if needs_bucket_moments(trigger):
                     self._moments[workspace].add(trigger.metric)
@@ -330,47 +350,40 @@ class _ScopeCache:
         return self._loaded[key]
 
     def _load_workspace(self, workspace, scope_rules: dict[tuple, Rule]) -> None:
-        # Scopes overlap (a channel's rules, its campaigns' rules...): each scope reads only its
-        # segment ids, and the union's details are read once.
-        scope_ids = {key: list(segments_in_scope(rule).values_list("id", flat=True))
-                     for key, rule in scope_rules.items()}
-        union = _segment_details({pk for ids in scope_ids.values() for pk in ids})
+        # Scopes overlap (a channel's rules, its campaigns' rules...): one query reads every scope's
+        # segments with the details of their union, and the counters are read for the union.
+        scopes = segments_in_scopes(scope_rules, fields=("id", "name", "campaign_id", "daily_budget"))
+        ids, names, campaign_ids = (scopes.columns[name] for name in ("id", "name", "campaign_id"))
         grid = BucketGrid(floor_to_bucket(self.now, workspace.metric_bucket_minutes),
                           workspace.metric_bucket_minutes, max(self._lookback[key] for key in scope_rules))
+        metrics = {key: [get_metric(m) for m in sorted(self._metrics[key])] for key in scope_rules}
         loaded = load_counters(
-            workspace_id=workspace.pk, campaign_ids={r["campaign_id"] for r in union.values()},
-            segment_ids=list(union), daily_budgets=[float(r["daily_budget"]) for r in union.values()],
-            counters=counters_needed(get_metric(m) for m in self._metrics[workspace.pk]),
+            workspace_id=workspace.pk, campaign_ids=set(campaign_ids), segment_ids=ids,
+            daily_budgets=[float(budget) for budget in scopes.columns["daily_budget"]],
+            counters=counters_needed(m for scope_metrics in metrics.values() for m in scope_metrics),
             moments=[get_metric(m) for m in sorted(self._moments[workspace.pk])], grid=grid,
             offsets=self._offsets[workspace.pk],
         )
-        stale = {r["id"]: _staleness(r, workspace, self.now) for r in union.values()}
-        for key, ids in scope_ids.items():
-            segments = [{"id": pk, "name": union[pk]["name"], "campaign_id": union[pk]["campaign_id"],
-                         "stale": stale[pk]} for pk in ids]
-            counters = loaded.select(ids, self._lookback[key])
-            self._loaded[key] = _Scope(segments, counters)
+        stale = _campaigns_staleness(set(campaign_ids), workspace, self.now)
+        # One dict per segment, shared by the scopes holding it (they only read it).
+        segments = [{"id": pk, "name": name, "campaign_id": campaign_id, "stale": stale[campaign_id]}
+                    for pk, name, campaign_id in zip(ids, names, campaign_ids, strict=True)]
+        for key, rows in scopes.members.items():
+            self._loaded[key] = _Scope([segments[row] for row in rows.tolist()],
+                                       loaded.select(rows, self._lookback[key], metrics[key]))
 
 
-def _segment_details(segment_ids: set[int]) -> dict[int, dict]:
-    """What the engine needs of each segment, by id, in id order (as scopes list them): one query,
-    or one per chunk where the database limits the parameters of a query (SQLite)."""
-    ids = sorted(segment_ids)
-    chunk = connection.features.max_query_params or len(ids) or 1
-    details = {}
-    for start in range(0, len(ids), chunk):
-        details |= {row["id"]: row for row in Segment.objects.filter(pk__in=ids[start:start + chunk]).order_by("pk")
-                    .values("id", "name", "campaign_id", "daily_budget", "campaign__metrics_received_at",
-                            "campaign__metrics_latest_bucket", "campaign__data_quality_flag")}
-    return details
+def _campaigns_staleness(campaign_ids: set[int], workspace, now: datetime) -> dict[int, str]:
+    """Per campaign, why its segments' data may not drive a change ("" when it may): one query."""
+    campaigns = Campaign.objects.filter(pk__in=campaign_ids).values_list(
+        "pk", "metrics_received_at", "metrics_latest_bucket", "data_quality_flag")
+    return {pk: _staleness(metrics_freshness(received_at=received_at, latest_bucket=latest_bucket,
+                                             quality_flag=flag, workspace=workspace, now=now))
+            for pk, received_at, latest_bucket, flag in campaigns}
 
 
-def _staleness(row: dict, workspace, now: datetime) -> str:
-    """Why a segment's campaign data may not drive a change ("" when it may)."""
-    freshness = metrics_freshness(
-        received_at=row["campaign__metrics_received_at"], latest_bucket=row["campaign__metrics_latest_bucket"],
-        quality_flag=row["campaign__data_quality_flag"], workspace=workspace, now=now,
-    )
+def _staleness(freshness: MetricsFreshness) -> str:
+    """Why a campaign's data may not drive a change ("" when it may)."""
     if freshness.state == FLAGGED:
         return f"Skipped: stale data — flagged by a data-quality check ({freshness.flag})."
     if freshness.state == NO_DATA:

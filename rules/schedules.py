@@ -20,9 +20,15 @@ GOVERNANCE_BEAT_TASKS = (
 )
 
 
+# Housekeeping of the engine's reads: the daily rollups of metric facts (campaigns.rollups).
+ROLLUP_BEAT_TASKS = (
+    ("Metrics: roll up the days that are over", "rules.tasks.refresh_metric_days", 15),
+)
+
+
 def ensure_beat_schedule(*, using: str = "default", **kwargs) -> None:
     """post_migrate receiver: create the periodic tasks that do not exist yet."""
-    create_missing_periodic_tasks(BEAT_TASKS + GOVERNANCE_BEAT_TASKS, using=using)
+    create_missing_periodic_tasks(BEAT_TASKS + GOVERNANCE_BEAT_TASKS + ROLLUP_BEAT_TASKS, using=using)
 
 
 def create_missing_periodic_tasks(beat_tasks, *, using: str = "default") -> None:

@@ -7,6 +7,9 @@
   evaluate_rules_chunk      evaluates a chunk of rules as of the beat's time;
   evaluate_after_ingestion  enqueued by rules.receivers when metrics were ingested: evaluates the
                             rules whose scope the new metrics touch, at once;
+  refresh_metric_days       beat, every 15 minutes (rules.schedules): rolls up the days that are
+                            over and changed since, in every workspace (campaigns.rollups), so
+                            that the first cycle after midnight finds them done;
   escalate_overdue_changes  beat, every minute: changes past their approval level's SLA escalate,
                             each claimed once by a conditional update (rules.approvals);
   expire_waiting_changes    beat, every 5 minutes: changes waiting past their expiry expire;
@@ -30,7 +33,9 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
+from accounts.models import Workspace
 from audit.actors import Actor
+from campaigns.rollups import metric_days_refresh
 
 from .approvals import changes_escalate_overdue, changes_expire
 from .engine import evaluate_rules
@@ -79,6 +84,14 @@ def evaluate_after_ingestion(workspace_id: int, campaign_ids: list[int]) -> int:
     results = evaluate_rules(rule_ids=rule_ids, now=timezone.now(), source=Evaluation.Source.EVENT,
                              actor=Actor.worker("evaluate_after_ingestion"))
     return len(results)
+
+
+@shared_task(**_IDEMPOTENT_TASK)
+def refresh_metric_days() -> int:
+    """Roll up the stale days that are over, in every workspace; returns how many. Each day is
+    its own transaction: a task stopped by its time limit leaves the rest to the next run."""
+    workspace_ids = list(Workspace.objects.values_list("pk", flat=True))
+    return metric_days_refresh(workspace_ids=workspace_ids, before=timezone.now()).days
 
 
 def _claim_due_rules(now: datetime) -> list[tuple[int, int]]:

@@ -50,6 +50,8 @@ def test_run_benchmarks__tiny_scale_without_worker__reports_evaluation_and_inges
     assert evaluation["baseline_groups"] == 30  # one row per segment
     assert evaluation["facts_in_span"] == 30 * evaluation["span_hours"]
     assert evaluation["counter_reads"] == 1 and evaluation["counter_read_s"] > 0  # one workspace: one read
+    assert evaluation["rollup_days"] >= 1  # the days over before the cycle, rolled up untimed
+    assert 0 < evaluation["fact_rows_read"] <= evaluation["facts_in_span"]  # the current day, at least
     assert evaluation["queries"] > 0
     assert evaluation["ratio"] == pytest.approx(evaluation["cycle_s"] / evaluation["baseline_s"])
     ingestion = results["ingestion"]

@@ -187,6 +187,21 @@ def test_fired__past_the_daily_action_limit__keeps_the_blocked_changes_in_the_ev
     assert result.outcome == Evaluation.Outcome.FIRED
 
 
+def test_preview__past_the_daily_action_limit__shows_the_changes_the_run_keeps_in_its_evaluation(workspace):
+    fired = segments(fresh_campaign(workspace), 3)
+    for segment in fired:
+        add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT], max_actions_per_day=1)
+
+    preview, result = _run(rule, dry_run=True), _run(rule)
+
+    def shown(planned):
+        return [(p.target, p.field, p.old_value, p.requested_value, p.capped_value, p.cap_report, p.blocked,
+                 p.over_daily_limit) for p in planned]
+    assert shown(preview.planned_changes) == shown(result.planned_changes)
+    assert [p.over_daily_limit for p in preview.planned_changes] == [False, True, True]
+
+
 def test_fired__every_change_past_the_daily_action_limit__is_blocked_by_cap(workspace):
     [segment] = segments(fresh_campaign(workspace), 1)
     add_buckets(segment, [BAD])
@@ -248,6 +263,30 @@ def test_query_count__does_not_grow_with_the_number_of_segments(django_assert_ma
         add_buckets(segment, [GOOD if not dry_run else BAD] * 4)
     with django_assert_max_num_queries(baseline):
         _run(large_rule, dry_run=dry_run)
+
+
+def test_query_count__does_not_grow_with_the_number_of_scopes(django_assert_max_num_queries):
+    one_scope, many_scopes = WorkspaceFactory(), WorkspaceFactory()
+    for segment in segments(fresh_campaign(one_scope), 3):
+        add_buckets(segment, [GOOD] * 4)
+    one_rule = active_rule(one_scope, triggers=[CTR_BELOW_4_PCT])
+    with CaptureQueriesContext(connection) as baseline:
+        _run(one_rule, dry_run=True)
+    search, social = fresh_campaign(many_scopes, channel="search"), fresh_campaign(many_scopes, channel="social")
+    for campaign in (search, social):
+        for device in ("mobile", "mobile", "desktop", "desktop"):
+            add_buckets(*segments(campaign, 1, criteria={"device": device}), [GOOD] * 4)
+    scopes = [{}, {"campaigns": [search]}, {"campaigns": [social]}, {"campaigns": [search, social]},
+              {"channel": "social"}, {"channel": "search", "segment_filter": {"device": "mobile"}},
+              {"segment_filter": {"device": ["mobile", "tablet"]}}]
+    rules = [active_rule(many_scopes, triggers=[CTR_BELOW_4_PCT], name=f"scope {n}", **scope)
+             for n, scope in enumerate(scopes)]
+
+    with django_assert_max_num_queries(len(baseline)):
+        results = evaluate_rules(rule_ids=[r.pk for r in rules], now=NOW, source="schedule", actor=SYSTEM,
+                                 dry_run=True)
+
+    assert [len(r.decisions) for r in results] == [8, 4, 4, 8, 4, 2, 4]
 
 
 def _counter_reads(queries) -> list[dict]:

@@ -9,12 +9,12 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from campaigns.ingestion import metrics_ingest
-from campaigns.models import Segment
+from campaigns.models import MetricDay, Segment, StaleMetricDay
 from rules.aggregates import floor_to_bucket
 from rules.engine import evaluate_rules
 from rules.models import Change, Evaluation
-from rules.schedules import BEAT_TASKS, ensure_beat_schedule
-from rules.tasks import _chunks_by_workspace, evaluate_due_rules, evaluate_rules_chunk
+from rules.schedules import BEAT_TASKS, ROLLUP_BEAT_TASKS, ensure_beat_schedule
+from rules.tasks import _chunks_by_workspace, evaluate_due_rules, evaluate_rules_chunk, refresh_metric_days
 from tests.factories import CampaignFactory, WorkspaceFactory
 from tests.rules.facts import NOW, SYSTEM, active_rule, add_buckets, fresh_campaign, segments, trigger
 
@@ -39,6 +39,22 @@ def test_beat_schedule__is_created_by_migrate_and_an_admin_edit_survives_the_nex
     periodic.refresh_from_db()
     assert PeriodicTask.objects.filter(name=name).count() == 1
     assert (periodic.enabled, periodic.interval.every) == (False, 5)
+
+
+def test_rollup_schedule__is_created_by_migrate():
+    [(name, task, minutes)] = ROLLUP_BEAT_TASKS
+    periodic = PeriodicTask.objects.get(name=name)
+    assert (periodic.task, periodic.interval.every) == (task, minutes)
+
+
+def test_refresh_metric_days__rolls_up_the_stale_days_over_of_every_workspace(eager_tasks):
+    for workspace in (WorkspaceFactory(), WorkspaceFactory()):
+        [segment] = segments(fresh_campaign(workspace), 1)
+        add_buckets(segment, [BAD], end=timezone.now() - timedelta(days=2))
+
+    assert refresh_metric_days.delay().get() == 2
+    assert MetricDay.objects.filter(hours=24).count() == 2 and not StaleMetricDay.objects.exists()
+    assert refresh_metric_days.delay().get() == 0
 
 
 # --- fan-out ----------------------------------------------------------------------------------------
