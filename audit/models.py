@@ -1,13 +1,30 @@
 import hashlib
 import json
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii
+from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
+
+def one_shot_encoding(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """`encoder.encode`, minus the C encoder that it builds on each call (which costs as much as
+    encoding a small dict). The one difference: a circular structure raises RecursionError, not ValueError."""
+    if c_make_encoder is None or encoder.indent is not None:
+        return encoder.encode
+    encode = c_make_encoder(
+        None, encoder.default, encode_basestring_ascii if encoder.ensure_ascii else encode_basestring,
+        encoder.indent, encoder.key_separator, encoder.item_separator, encoder.sort_keys, encoder.skipkeys,
+        encoder.allow_nan,
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
 # Configured once: building an encoder per event costs about as much as encoding the event.
-_ENCODER = DjangoJSONEncoder()
-_SORTED_ENCODER = DjangoJSONEncoder(sort_keys=True)
+_encode = one_shot_encoding(DjangoJSONEncoder())
+_encode_sorted = one_shot_encoding(DjangoJSONEncoder(sort_keys=True))
 _CONTAINERS = (dict, list, tuple)
 
 
@@ -23,8 +40,8 @@ def canonical_json(value) -> str:
     (1 and "1").
     """
     if not isinstance(value, _CONTAINERS) or _string_keys_only(value):
-        return _SORTED_ENCODER.encode(value)
-    return _SORTED_ENCODER.encode(json.loads(_ENCODER.encode(value)))
+        return _encode_sorted(value)
+    return _encode_sorted(json.loads(_encode(value)))
 
 
 def _string_keys_only(value: dict | list | tuple) -> bool:
@@ -62,12 +79,13 @@ class AuditEvent(models.Model):
     actor_kind = models.CharField(max_length=8, choices=ActorKind.choices)
     actor_label = models.CharField(max_length=150)
     # No database constraint and no SET_NULL: deleting a user must not rewrite (and so break)
-    # the events they caused; `actor_label` keeps their name.
+    # the events they caused; `actor_label` keeps their name. No index: no read looks events up by
+    # user, and each index is one more write per event (a rules cycle records thousands).
     actor_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
-        related_name="+",
+        related_name="+", db_index=False,
     )
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64)
     subject_type = models.CharField(max_length=64)
     subject_id = models.CharField(max_length=64)
     subject_repr = models.CharField(max_length=200, blank=True)
@@ -76,13 +94,17 @@ class AuditEvent(models.Model):
     reason = models.TextField(blank=True)
     request_id = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)
 
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["subject_type", "subject_id"])]
+        # `action` and `hash` are indexed through Meta rather than `db_index`/`unique`: on PostgreSQL
+        # those add a second, LIKE-ready index (varchar_pattern_ops), which nothing reads (the admin
+        # filters actions by equality; hashes are never searched), each one more write per event.
+        indexes = [models.Index(fields=["subject_type", "subject_id"]), models.Index(fields=["action"])]
+        constraints = [models.UniqueConstraint(fields=["hash"], name="audit_event_hash_unique")]
 
     def __str__(self):
         return f"#{self.pk} {self.action} {self.subject_type}:{self.subject_id} by {self.actor_label}"
@@ -107,8 +129,10 @@ class AuditEvent(models.Model):
         action, actor, after, before, created_at...: that text is the other fields' canonical
         JSON, split where after and before go in.
         """
-        head = canonical_json({"action": self.action, "actor": [self.actor_kind, self.actor_label, self.actor_user_id]})
-        tail = canonical_json({
+        # Their keys are plain strings and their values flat: `canonical_json` would encode them as they are.
+        head = _encode_sorted({"action": self.action, "actor": [self.actor_kind, self.actor_label,
+                                                                        self.actor_user_id]})
+        tail = _encode_sorted({
             "created_at": self.created_at.isoformat(),
             "prev": self.prev_hash,
             "reason": self.reason,

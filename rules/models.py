@@ -254,7 +254,13 @@ class Change(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.field} {self.old_value} → {self.capped_value} ({self.get_status_display()})"
+        # What get_status_display() shows, without its rebuilding the field's choices on each call
+        # (a rules cycle's audit trail names thousands of changes).
+        try:
+            status = self.Status(self.status).label
+        except ValueError:
+            status = self.status
+        return f"{self.field} {self.old_value} → {self.capped_value} ({status})"
 
     @property
     def target(self):

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils.translation import gettext_lazy
 
 from audit.actors import Actor
-from audit.models import AuditEvent, canonical_json
+from audit.models import AuditEvent, canonical_json, one_shot_encoding
 from audit.services import GENESIS_HASH, audit_record
 from rules.models import Change
 from tests.factories import WorkspaceFactory
@@ -41,6 +41,21 @@ def _legacy_canonical_json(value) -> str:
 @pytest.mark.parametrize("value", TRICKY_VALUES)
 def test_canonical_json__is_the_format_stored_hashes_were_computed_in(value):
     assert canonical_json(value) == _legacy_canonical_json(value)
+
+
+def _written(encode, value) -> str | type[Exception]:
+    try:
+        return encode(value)
+    except Exception as error:  # noqa: BLE001 - which error, if any, is what is compared
+        return type(error)
+
+
+@pytest.mark.parametrize("options", [{}, {"sort_keys": True}, {"ensure_ascii": False}])
+@pytest.mark.parametrize("value", TRICKY_VALUES)
+def test_one_shot_encoding__writes_what_the_encoder_writes(value, options):
+    # Sorting keys of mixed types fails alike: TypeError.
+    encoder = DjangoJSONEncoder(**options)
+    assert _written(one_shot_encoding(encoder), value) == _written(encoder.encode, value)
 
 
 @pytest.mark.parametrize("before, after", [(None, None), *zip(TRICKY_VALUES, reversed(TRICKY_VALUES), strict=True)])
