@@ -8,8 +8,8 @@ The baseline is the least any evaluation must do: one
 range the rules look back over, measured in the same run on the same (warm) database.
 
 The cycle timed is the steady state: the days that are over are rolled up first
-(`campaigns.rollups`), as the cycles of the hours before would have done in production (each
-refreshes the days that changed since), so the cycle reads those days from their rollups and
+(`campaigns.rollups`), as the beat task `refresh_metric_days` (every 15 minutes) would have done
+in production, so the cycle reads those days from their rollups and
 only the rest from the facts. That refresh is not in the cycle's time: it is reported apart
 (`rollup_refresh_s`, `rollup_days`), with how many fact rows and rollup rows the cycle read.
 """

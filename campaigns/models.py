@@ -238,8 +238,9 @@ class MetricDay(models.Model):
     """The facts of one segment over a part of one UTC day, summed: a rollup, rebuilt from the facts.
 
     Each (segment, day) has a row for the whole day (`hour` 0, `hours` 24) and, where buckets
-    tile them, one per quarter of the day (6 hours from `hour`): a day holding the boundary of a
-    rule's window can still be read from the quarters the boundary is not in.
+    tile them, one per quarter of the day and per 2-hour block (`hours` from `hour`; see
+    `campaigns.rollups.PART_HOURS`): a day holding the boundary of a rule's window can still be
+    read from the parts the boundary is not in.
     Every stored counter of MetricFact is summed (as float8, as the engine reads them), and for
     each ratio metric of the registry the moments of its per-bucket values (`moment_columns`,
     added below the class from `ROLLUP_RATIOS`). Rows are written only by

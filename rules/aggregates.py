@@ -13,8 +13,8 @@ their squares; mean and sample variance over any range follow exactly. A bucket'
 ratio of the bucket's totals (creative- and variant-level rows add up first).
 
 Most of a span is past days that no longer change: their daily rollups (`campaigns.rollups`,
-per whole UTC day and per quarter of a day) stand for their facts wherever no boundary cuts
-them and their day is not stale (written to since its rollup was built). The read is one
+per whole UTC day, per quarter and per 2-hour block of it) stand for their facts wherever no
+boundary cuts them and their day is not stale (written to since its rollup was built). The read is one
 statement, so one snapshot (SQLite: one transaction), of two parts: the rollups, summed per
 (segment, interval) by the database; and the facts of the rest of the span and of the stale
 days, sent row by row (grouping them into hundreds of thousands of small intervals cost the
@@ -33,7 +33,7 @@ from django.db import connections, router, transaction
 
 from campaigns.metrics import VIRTUAL_DENOMINATORS, DerivedMetric
 from campaigns.models import MetricDay, MetricFact, StaleMetricDay, moment_columns
-from campaigns.rollups import MINUTES_PER_DAY, day_parts, day_start
+from campaigns.rollups import MINUTES_PER_DAY, day_start, part_hours
 
 # Summing the rollups keeps one hash entry per (segment, interval); JIT compilation costs more
 # than it saves on a query this short.
@@ -206,24 +206,30 @@ class SpanSplit:
 
 def split_span(grid: BucketGrid, offsets: Iterable[int]) -> SpanSplit:
     """Split the grid's span at `offsets` (the ends of its intervals, in buckets before its end) into
-    rollups and fact ranges: every whole day no interval end cuts, and the quarters no interval end
-    cuts of the other days."""
+    rollups and fact ranges: the longest parts of each complete day (`day_parts`: the day, else its
+    quarters, else their 2-hour blocks) that no interval end cuts and that start in the grid."""
     interior = sorted(grid.end - timedelta(minutes=grid.bucket_minutes * int(o)) for o in offsets
                       if 0 < o < grid.n_buckets)
+    lengths = part_hours(grid.bucket_minutes)
     rollups, covered = [], []
+
+    def cover(day: date, hour: int, level: int) -> None:
+        hours = lengths[level]
+        start = day_start(day) + timedelta(hours=hour)
+        end = start + timedelta(hours=hours)
+        if start >= grid.start and not any(start < moment < end for moment in interior):
+            rollups.append((day, hour, hours))
+            covered.append((start, end))
+        elif level + 1 < len(lengths) and end > grid.start:
+            for part in range(hour, hour + hours, lengths[level + 1]):
+                cover(day, part, level + 1)
+
     day = grid.start.astimezone(UTC).date()
-    while day_start(day + timedelta(days=1)) <= grid.end:
-        for hour, hours in day_parts(grid.bucket_minutes):  # the whole day first
-            start = day_start(day) + timedelta(hours=hour)
-            end = start + timedelta(hours=hours)
-            if start >= grid.start and not any(start < moment < end for moment in interior):
-                rollups.append((day, hour, hours))
-                covered.append((start, end))
-                if hours == 24:
-                    break
+    while lengths and day_start(day + timedelta(days=1)) <= grid.end:
+        cover(day, 0, 0)
         day += timedelta(days=1)
     ranges, at = [], grid.start
-    for start, end in [*covered, (grid.end, grid.end)]:
+    for start, end in [*covered, (grid.end, grid.end)]:  # ascending: parts are covered in order
         if at < start:
             ranges.append((at, start))
         at = end

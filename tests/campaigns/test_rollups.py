@@ -99,7 +99,7 @@ def test_refresh__sums_each_segment_and_day_and_keeps_the_moments_of_its_per_buc
     write_fact(other, MIDNIGHT + 9 * HOUR, clicks=5, spend="1.25")
     write_fact(segment, MIDNIGHT + 24 * HOUR, clicks=99, spend="99")  # the next day
 
-    assert refresh(workspace) == RollupsRefreshed(days=1, rows=5)  # whole days, and quarters with facts
+    assert refresh(workspace) == RollupsRefreshed(days=1, rows=9)  # whole days, quarters and 2-hour blocks with facts
 
     row = MetricDay.objects.get(segment=segment, day=DAY, hours=24)
     assert (row.workspace_id, row.campaign_id) == (workspace.pk, segment.campaign_id)
@@ -112,6 +112,9 @@ def test_refresh__sums_each_segment_and_day_and_keeps_the_moments_of_its_per_buc
     assert getattr(row, pace.squares) == pytest.approx(6**2 + 3**2)  # the per-bucket spends
     quarters = MetricDay.objects.filter(segment=segment, hours=6).order_by("hour")
     assert [(q.hour, q.clicks, getattr(q, cpc.buckets)) for q in quarters] == [(0, 30, 1), (6, 4, 1)]
+    blocks = MetricDay.objects.filter(segment=segment, hours=2).order_by("hour")
+    assert [(b.hour, b.clicks, b.spend, getattr(b, roas.buckets)) for b in blocks] == [(0, 30, 6, 1), (4, 0, 3, 1),
+                                                                                      (8, 4, 0, 0)]
     assert MetricDay.objects.get(segment=other, hours=24).spend == 1.25
     assert stale_days(workspace) == [DAY + timedelta(days=1)]
 
@@ -174,6 +177,15 @@ def test_a_workspace_whose_bucket_does_not_divide_a_quarter_day__gets_whole_days
     refresh(workspace)
 
     assert list(MetricDay.objects.values_list("hour", "hours")) == [(0, 24)]
+
+
+def test_a_workspace_whose_bucket_does_not_divide_a_2_hour_block__gets_whole_days_and_quarters(workspace, segment):
+    type(workspace).objects.filter(pk=workspace.pk).update(metric_bucket_minutes=180)
+    write_fact(segment, MIDNIGHT + 15 * HOUR)
+
+    refresh(workspace)
+
+    assert list(MetricDay.objects.order_by("hour", "-hours").values_list("hour", "hours")) == [(0, 24), (12, 6)]
 
 
 def test_a_workspace_whose_bucket_does_not_divide_a_day__gets_no_rollups(workspace, segment):

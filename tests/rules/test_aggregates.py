@@ -1,7 +1,7 @@
 """The interval read: range sums and per-bucket moments equal what the raw facts give."""
 
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import combinations
 
@@ -12,7 +12,7 @@ from django.db import transaction
 from campaigns.metrics import get_metric
 from campaigns.models import MetricDay, MetricFact, StaleMetricDay
 from campaigns.rollups import metric_days_refresh
-from rules.aggregates import BucketGrid, load_counters
+from rules.aggregates import BucketGrid, load_counters, split_span
 from rules.engine import evaluate_rules, rule_preview
 from tests.rules.facts import NOW, SYSTEM, WINDOW_END, active_rule, fresh_campaign, segments, trigger
 
@@ -194,6 +194,20 @@ def _assert_same_reads(read, expected) -> None:
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
 
 
+def test_split_span__reads_each_complete_day_from_its_longest_parts_no_boundary_cuts():
+    def at(day, hour):
+        return datetime(2026, 3, day, hour, tzinfo=UTC)
+
+    # Hourly buckets from March 4th 05:00 to March 6th 00:00; boundaries at March 5th 09:00 and 11:00.
+    grid = BucketGrid(end=at(6, 0), bucket_minutes=60, n_buckets=43)
+    split = split_span(grid, [13, 15])
+
+    march_4, march_5 = date(2026, 3, 4), date(2026, 3, 5)
+    assert split.rollups == [(march_4, 6, 6), (march_4, 12, 6), (march_4, 18, 6),  # the day starts before the grid
+                             (march_5, 0, 6), (march_5, 6, 2), (march_5, 12, 6), (march_5, 18, 6)]
+    assert split.fact_ranges == [(at(4, 5), at(4, 6)), (at(5, 8), at(5, 12))]
+
+
 def test_reads_from_rollups__equal_the_reads_from_the_facts_for_any_boundaries(workspace, days):
     boundary_sets = _boundary_sets(12)
     from_facts = [_load_days(days, offsets) for offsets in boundary_sets]
@@ -265,16 +279,14 @@ def test_a_deleted_segment__reads_nothing_and_leaves_the_others_as_they_were(wor
     assert not any(array[0].any() for array in gone.values())
 
 
-def test_an_evaluation__rolls_up_the_days_it_reads_and_a_preview_writes_nothing(workspace, days):
+def test_evaluations_and_previews__leave_rolling_up_to_the_periodic_task(workspace, days):
+    """A back-dated write must never hold up an evaluation by a day's refresh (seconds at scale):
+    rules.tasks.refresh_metric_days rolls days up, and until then they are read from the facts."""
     rule = active_rule(workspace, triggers=[trigger(metric="cpc", kind="relative_change", direction="above",
                                                     threshold=10, baseline_minutes=60 * 72)])
     stale = list(StaleMetricDay.objects.values_list("day", "version"))
 
     rule_preview(actor=SYSTEM, rule=rule, now=NOW)
-    assert (MetricDay.objects.count(), list(StaleMetricDay.objects.values_list("day", "version"))) == (0, stale)
-
     evaluate_rules(rule_ids=[rule.pk], now=NOW, source="schedule", actor=SYSTEM)
-    # The rule reads 73 hours back, from 03-07 11:00: the whole days since are rolled up, not those before.
-    assert sorted(StaleMetricDay.objects.values_list("day", flat=True)) == [
-        date(2026, 3, 4), date(2026, 3, 5), date(2026, 3, 6), date(2026, 3, 10)]
-    assert MetricDay.objects.filter(hours=24).count() == 2 * 3
+
+    assert (MetricDay.objects.count(), list(StaleMetricDay.objects.values_list("day", "version"))) == (0, stale)
