@@ -22,6 +22,8 @@ read as they were.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
+from operator import itemgetter
 
 import numpy as np
 import zstandard
@@ -181,17 +183,36 @@ class SegmentDecisions:
         return cls(ids[0], ids[1], names, stale_codes, inputs["stale_reasons"], decision, triggers)
 
 
-def segment_decisions(segments: list[dict], results: list[TriggerResult], codes: np.ndarray, *,
+@dataclass(frozen=True)
+class ScopeSegments:
+    """Who the segments of a scope are, as the columns of its evaluations: made once per scope
+    and shared, read only, by the decisions of every rule of that scope."""
+
+    segment_ids: np.ndarray
+    campaign_ids: np.ndarray
+    names: list[str]
+    stale_codes: np.ndarray
+    stale_reasons: list[str]
+
+
+def scope_segments(segments: list[dict]) -> ScopeSegments:
+    """The columns of `segments` as the scope lists them (id, name, campaign_id, stale)."""
+    n = len(segments)
+    stale_codes, stale_reasons = _encode(np.fromiter(map(itemgetter("stale"), segments), object, n))
+    columns = [np.fromiter(map(itemgetter(key), segments), np.int64, n) for key in ("id", "campaign_id")]
+    for array in (*columns, stale_codes):
+        array.flags.writeable = False  # shared by every decision of the scope
+    return ScopeSegments(*columns, [s["name"] for s in segments], stale_codes, stale_reasons)
+
+
+def segment_decisions(segments: ScopeSegments, results: list[TriggerResult], codes: np.ndarray, *,
                       window_end: datetime) -> SegmentDecisions:
-    """The columns of one evaluation: `segments` as the scope lists them (id, name, campaign_id,
-    stale), the triggers' results, and the triggers' combined decision per segment (OUTCOMES codes),
-    which stale data overrides."""
-    stale_codes, stale_reasons = _encode(np.array([s["stale"] for s in segments], dtype=object))
+    """The columns of one evaluation: its scope's segments, the triggers' results, and the triggers'
+    combined decision per segment (OUTCOMES codes), which stale data overrides."""
     return SegmentDecisions(
-        segment_ids=np.array([s["id"] for s in segments], dtype=np.int64),
-        campaign_ids=np.array([s["campaign_id"] for s in segments], dtype=np.int64),
-        names=[s["name"] for s in segments], stale_codes=stale_codes, stale_reasons=stale_reasons,
-        codes=np.where(stale_codes > 0, OUTCOMES.index(Outcome.SKIPPED_STALE), codes).astype(np.int8),
+        segment_ids=segments.segment_ids, campaign_ids=segments.campaign_ids, names=segments.names,
+        stale_codes=segments.stale_codes, stale_reasons=segments.stale_reasons,
+        codes=np.where(segments.stale_codes > 0, OUTCOMES.index(Outcome.SKIPPED_STALE), codes).astype(np.int8),
         triggers=[_trigger_columns(r, window_end) for r in results],
     )
 
@@ -230,6 +251,7 @@ def _trigger_columns(result: TriggerResult, window_end: datetime) -> TriggerColu
                           np.asarray(result.status, dtype=np.int8), np.asarray(result.consecutive, dtype=np.int16))
 
 
+@lru_cache(maxsize=256)  # the same few windows for all the rules of a cycle
 def _window_bounds(window_end: datetime, minutes: int, k: int) -> tuple[str, str]:
     end = window_end - timedelta(minutes=k * minutes)
     return (end - timedelta(minutes=minutes)).isoformat(), end.isoformat()
@@ -255,6 +277,8 @@ def _encode(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 def _renumbered(codes: np.ndarray, vocabulary: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
     """What `_encode` makes of the strings that `codes` stand for (0: ""), without making the strings."""
+    if not codes.any():  # the data sufficed everywhere
+        return np.zeros(len(codes), np.int16), [""]
     used = np.flatnonzero(np.bincount(codes[codes > 0], minlength=len(vocabulary)))
     order = sorted(used.tolist(), key=lambda code: np.argmax(codes == code))  # by first appearance
     renumber = np.zeros(len(vocabulary), np.int16)

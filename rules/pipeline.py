@@ -528,15 +528,16 @@ class ChangeBatch:
         """`change_apply_batch` in memory: approval binding, compare-and-set, all or nothing."""
         approval_of = {id(approval.change): approval for approval in approvals}
         refuse_unless_approved_as_is(changes, lambda change: binds(approval_of[id(change)], change))
-        targets = {target_key(c): self.ledger.canonical(c.target) for c in changes}
+        keys = [target_key(c) for c in changes]
+        targets = {key: self.ledger.canonical(c.target) for key, c in zip(keys, changes, strict=True)}
         moved = moved_targets(changes, targets)
         if moved:
             self.entries += conflict_in_memory(changes, moved)
             return
-        for change in changes:
-            target = targets[target_key(change)]
-            if target_key(change) not in self._locked:
-                self._unchecked.setdefault(target_key(change), {}).setdefault(target_attr(change), change.old_value)
+        for key, change in zip(keys, changes, strict=True):
+            target = targets[key]
+            if key not in self._locked:
+                self._unchecked.setdefault(key, {}).setdefault(target_attr(change), change.old_value)
             self.entries.append(apply_in_memory(change, target, self.now))
             self.ledger.applied(change, target, auto=True)
         self._applied += changes

@@ -137,5 +137,10 @@ def scope_key(rule: Rule) -> tuple:
 
 
 def rules_for_engine(*, rule_ids: list[int], only_active: bool) -> QuerySet[Rule]:
-    rules = Rule.objects.filter(pk__in=rule_ids).select_related("workspace").prefetch_related("triggers", "campaigns")
+    """The rules with all the engine reads of them: their workspace, triggers and campaigns, in four queries.
+
+    The workspace is prefetched, not joined: rules of one workspace share one Workspace instead of
+    building a copy per rule (a cycle reads a thousand rules of one workspace).
+    """
+    rules = Rule.objects.filter(pk__in=rule_ids).prefetch_related("workspace", "triggers", "campaigns")
     return rules.filter(status=Rule.Status.ACTIVE) if only_active else rules

@@ -115,6 +115,8 @@ def evaluate_trigger(trigger: Trigger, series: MetricSeries, *, bucket_minutes: 
         result = evaluate_window(trigger, series, span)
         _apply_min_sample(trigger, result)
         windows.append(result)
+    if len(windows) == 1:  # most triggers: the window decides alone, no need to reduce over windows
+        return TriggerResult(trigger, windows, windows[0].status, (windows[0].status == Status.PASSED).astype(np.int64))
     statuses = np.stack([w.status for w in windows], axis=1)  # (segments, windows)
     return TriggerResult(trigger, windows, _combine(statuses), _leading_passes(statuses))
 
@@ -212,16 +214,18 @@ _KINDS = {
 # --- numbers that follow from others (`rules.decisions` recomputes them when read) ------------
 
 
+# Both divide only where the divisor is positive (`where=`), so nothing warns and no error state
+# need be set: a cycle calls them thousands of times, on mostly small arrays.
 def ratio(numerator: np.ndarray, denominator: np.ndarray, scale: float) -> np.ndarray:
     """A metric's value, `scale * numerator / denominator`; NaN without a denominator."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, scale * numerator / denominator, np.nan)
+    return np.divide(scale * numerator, denominator, out=np.full(len(denominator), np.nan), where=denominator > 0)
 
 
 def change_pct(value: np.ndarray, baseline: np.ndarray) -> np.ndarray:
     """The value's change from its baseline, in percent; NaN without a positive baseline."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(baseline > 0, (value - baseline) / baseline * 100, np.nan)
+    defined = baseline > 0
+    change = np.divide(value - baseline, baseline, out=np.full(len(baseline), np.nan), where=defined)
+    return np.multiply(change, 100, out=change, where=defined)
 
 
 # --- helpers ---------------------------------------------------------------------------------

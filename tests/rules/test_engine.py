@@ -1,17 +1,21 @@
 """The engine around the triggers: windows, guards, persistence, the pipeline, and its query budget."""
 
+import gc
 import json
 from datetime import timedelta
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
-from rules.decisions import evaluation_segment_rows
-from rules.engine import evaluate_rules
+from rules import engine
+from rules.decisions import OUTCOMES, evaluation_segment_rows
+from rules.engine import _combine, evaluate_rules
 from rules.models import Change, Evaluation, Rule
+from rules.triggers import Status
 from tests.factories import WorkspaceFactory
 from tests.rules.facts import (
     BAD,
@@ -157,6 +161,13 @@ def test_match_any__fires_when_one_trigger_holds(workspace):
     results = evaluate_rules(rule_ids=[rule_all.pk, rule_any.pk], now=NOW, source="manual", actor=SYSTEM,
                              dry_run=True)
     assert {r.rule.name: r.outcome for r in results} == {"all": "not_fired", "any": "fired"}
+
+
+@pytest.mark.parametrize("match", [Rule.Match.ALL, Rule.Match.ANY])
+def test_match__one_trigger__its_verdict_is_the_decision(match):
+    statuses = np.array([[Status.PASSED], [Status.FAILED], [Status.INSUFFICIENT]])
+    assert [OUTCOMES[code] for code in _combine(statuses, match)] == [
+        Evaluation.Outcome.FIRED, Evaluation.Outcome.NOT_FIRED, Evaluation.Outcome.INSUFFICIENT_DATA]
 
 
 def test_fired__every_change_capped_to_nothing__is_blocked_by_cap(workspace):
@@ -325,3 +336,24 @@ def test_rules_of_different_scopes_in_a_workspace__share_one_aggregate_query_and
     [row] = by_name["relative"].decisions[0]["triggers"]
     assert (row["numerator"], row["baseline_numerator"]) == (50.0, 90.0)
     assert by_name["relative"].decisions[0]["decision"] == "fired"
+
+
+def test_evaluate__freezes_the_heap_only_while_it_runs(workspace, monkeypatch):
+    """Objects held before a cycle skip garbage collection during it, which runs rarer
+    (`_heap_frozen`); both are handed back afterwards, even when recording fails."""
+    [segment] = segments(fresh_campaign(workspace), 1)
+    add_buckets(segment, [BAD])
+    rule = active_rule(workspace, triggers=[CTR_BELOW_4_PCT])
+    thresholds, while_deciding = gc.get_threshold(), []
+    decide = engine._decide
+    monkeypatch.setattr(engine, "_decide", lambda *a, **k: while_deciding.append(
+        (gc.get_freeze_count(), gc.get_threshold())) or decide(*a, **k))
+
+    _run(rule)
+    monkeypatch.setattr(engine, "_record", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        _run(rule)
+
+    assert [threshold for _, threshold in while_deciding] == [engine._CYCLE_GC_THRESHOLDS] * 2
+    assert min(frozen for frozen, _ in while_deciding) > 0
+    assert (gc.get_freeze_count(), gc.get_threshold()) == (0, thresholds)

@@ -1,10 +1,13 @@
 """Each trigger kind, end to end from metric facts, against hand-computed and SciPy reference values."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from rules.engine import evaluate_rules
+from rules.triggers import change_pct, ratio
 from tests.rules.facts import NOW, SYSTEM, active_rule, add_buckets, fresh_campaign, segments, trigger
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +27,15 @@ def _only_trigger(result) -> dict:
 @pytest.fixture
 def segment(workspace):
     return segments(fresh_campaign(workspace), 1)[0]
+
+
+def test_ratio_and_change__undefined_without_a_positive_divisor__without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = ratio(np.array([3.0, 1.0, 2.0, np.nan]), np.array([4.0, 0.0, -1.0, 2.0]), 100.0)
+        change = change_pct(np.array([3.0, 1.0, 1.0, 1.0]), np.array([2.0, 0.0, -1.0, np.nan]))
+    np.testing.assert_array_equal(value, [75.0, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(change, [50.0, np.nan, np.nan, np.nan])
 
 
 def test_threshold__cpa_above__fires_with_the_window_value(workspace, segment):

@@ -79,6 +79,23 @@ SCOPES = {
 }
 
 
+def test_rules_for_engine__workspace_triggers_and_campaigns_read_in_four_queries__one_workspace_shared(
+        workspace, other_workspace, django_assert_num_queries):
+    campaign = CampaignFactory(workspace=workspace)
+    rules = [active_rule(workspace, triggers=[CTR, CTR], name=f"rule {n}", campaigns=[campaign]) for n in range(3)]
+    rules.append(active_rule(other_workspace, triggers=[CTR], name="elsewhere"))
+    paused = active_rule(workspace, triggers=[CTR], name="paused")
+    Rule.objects.filter(pk=paused.pk).update(status=Rule.Status.PAUSED)
+
+    with django_assert_num_queries(4):
+        engine_rules = list(rules_for_engine(rule_ids=[r.pk for r in [*rules, paused]], only_active=True))
+        read = [(r.workspace.pk, len(r.triggers.all()), [c.pk for c in r.campaigns.all()]) for r in engine_rules]
+
+    assert {r.pk for r in engine_rules} == {r.pk for r in rules}
+    assert sorted(read) == sorted([(workspace.pk, 2, [campaign.pk])] * 3 + [(other_workspace.pk, 1, [])])
+    assert len({id(r.workspace) for r in engine_rules if r.workspace_id == workspace.pk}) == 1
+
+
 def _scope_rules(workspace, search, social) -> dict[str, Rule]:
     campaigns = {"search": [search], "both": [search, social]}
     rules = {}
