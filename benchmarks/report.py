@@ -92,7 +92,8 @@ def _details(results: dict) -> list[str]:
             f"{evaluation['facts_in_span']:,} facts; baseline runs "
             + ", ".join(f"{s:.2f}" for s in evaluation["baseline_runs_s"]) + " s",
             f"    before the cycle, {evaluation['rollup_days']} day(s) rolled up in "
-            f"{evaluation['rollup_refresh_s']:.1f} s (not timed: the beat task refresh_metric_days does it); the cycle read "
+            f"{evaluation['rollup_refresh_s']:.1f} s (not timed: the beat task refresh_metric_days does it); "
+            "the cycle read "
             f"{evaluation['fact_rows_read']:,} fact rows and {evaluation['rollup_rows_read']:,} rollup rows",
             f"    outcomes {evaluation['outcomes']}; changes {evaluation['changes']}",
         ]
