@@ -44,13 +44,19 @@ pytestmark = pytest.mark.django_db
 TOGETHER_FAILED = "together failed"
 
 
-def _market(workspace, count: int = 3):
-    """Fired segments, an approver, a connector, and rules that meet on the same segments."""
-    campaign = fresh_campaign(workspace, name="Campaign")
+def _fired_segments(campaign, count: int) -> list:
+    """`count` segments whose last bucket fires the CTR trigger."""
     fired = [SegmentFactory(campaign=campaign, name=f"Segment {i}", bid=Decimal("1.00"), daily_budget=Decimal("100.00"))
              for i in range(count)]
     for segment in fired:
         add_buckets(segment, [BAD])
+    return fired
+
+
+def _market(workspace, count: int = 3):
+    """Fired segments, an approver, a connector, and rules that meet on the same segments."""
+    campaign = fresh_campaign(workspace, name="Campaign")
+    fired = _fired_segments(campaign, count)
     approver(workspace)
     policy(workspace, always_require_approval=[ApprovalPolicy.Gate.PAUSE_SEGMENT])
     PlatformConnector.objects.create(workspace=workspace, name="Sandbox", kind=PlatformConnector.Kind.SANDBOX)
@@ -220,10 +226,7 @@ def test_a_failing_rule_in_a_batch__does_not_stop_the_others(workspace, monkeypa
 def _broad_market(workspace, count: int = 12):
     """Rules firing on many segments whose daily limit is used up after a few (or from the start)."""
     campaign = fresh_campaign(workspace, name="Campaign")
-    fired = [SegmentFactory(campaign=campaign, name=f"Segment {i}", bid=Decimal("1.00"), daily_budget=Decimal("100.00"))
-             for i in range(count)]
-    for segment in fired:
-        add_buckets(segment, [BAD])
+    fired = _fired_segments(campaign, count)
     rule = lambda name, **fields: active_rule(workspace, name=name, triggers=[CTR_BELOW_4_PCT],  # noqa: E731
                                               cooldown_minutes=0, **fields)
     rules = [
