@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 # reach the disk.
 POSTGRES_SETTINGS = ("SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off", "SET LOCAL synchronous_commit = off")
 
-MINUTES_PER_DAY = 1440
 # The lengths of the parts of a day that are rolled up, each dividing the one before: a rule's
 # boundaries cut few days, and mostly in a few hours before the evaluation's hour, so a cut day is
 # read from the largest parts no boundary cuts (2-hour blocks read 3x fewer fact rows than quarters).
@@ -51,15 +50,10 @@ class RollupsRefreshed:
     rows: int  # MetricDay rows written
 
 
-def buckets_tile_days(bucket_minutes: int) -> bool:
-    """Whether a UTC day is made of whole buckets of this length: rollups are kept only then,
-    since a bucket across midnight would belong to two days."""
-    return MINUTES_PER_DAY % bucket_minutes == 0
-
-
 def part_hours(bucket_minutes: int) -> tuple[int, ...]:
     """The lengths (hours, longest first) of the parts of a day that MetricDay rows sum: those of
-    `PART_HOURS` that whole buckets tile; none when buckets do not tile a day."""
+    `PART_HOURS` that whole buckets tile; none when buckets do not tile a day (a bucket across
+    midnight would belong to two days: such workspaces keep no rollups)."""
     return tuple(hours for hours in PART_HOURS if (hours * 60) % bucket_minutes == 0)
 
 

@@ -33,8 +33,9 @@ from django.db import connections, router, transaction
 
 from campaigns.metrics import VIRTUAL_DENOMINATORS, DerivedMetric
 from campaigns.models import MetricDay, MetricFact, StaleMetricDay, moment_columns
-from campaigns.rollups import MINUTES_PER_DAY, day_start, part_hours
+from campaigns.rollups import day_start, part_hours
 
+MINUTES_PER_DAY = 1440
 # Summing the rollups keeps one hash entry per (segment, interval); JIT compilation costs more
 # than it saves on a query this short.
 POSTGRES_SETTINGS = ("SET LOCAL work_mem = '256MB'", "SET LOCAL jit = off")
@@ -134,7 +135,7 @@ class MetricSeries:
         return self.intervals.columns(n - window.stop, n - window.start)
 
     def _sum(self, name: str, columns: slice, window: slice) -> np.ndarray:
-        if name == "budget":
+        if name in VIRTUAL_DENOMINATORS:
             # The daily budget pro-rated over the window's buckets: what spend pace is measured against.
             return self._budget_per_bucket() * (window.stop - window.start)
         return self.intervals.counters[name][:, columns].sum(axis=1)
@@ -215,8 +216,7 @@ def split_span(grid: BucketGrid, offsets: Iterable[int]) -> SpanSplit:
 
     def cover(day: date, hour: int, level: int) -> None:
         hours = lengths[level]
-        start = day_start(day) + timedelta(hours=hour)
-        end = start + timedelta(hours=hours)
+        start, end = _span(day, hour, hours)
         if start >= grid.start and not any(start < moment < end for moment in interior):
             rollups.append((day, hour, hours))
             covered.append((start, end))
